@@ -1,0 +1,62 @@
+//! Legacy PC devices a Linux guest expects: the 16550 serial port, the i8042
+//! controller (whose reset line ends the VM), and a debug-exit port through
+//! which test guests finish with an exit code.
+
+mod debug_exit;
+mod i8042;
+mod serial;
+
+pub use debug_exit::{DebugExit, DEBUG_EXIT_PORT};
+pub use i8042::I8042;
+pub use serial::{EventFdTrigger, Serial, SerialOutput};
+
+use std::sync::Mutex;
+
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+/// Why the guest asked the VM to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestStop {
+    /// Reset through the i8042 controller (Linux's reboot with `reboot=k`).
+    Reset,
+    /// A value written to the debug-exit port.
+    DebugExit(u8),
+}
+
+/// A stop request from a device, read by the VMM's event loop.
+#[derive(Debug)]
+pub struct StopRequest {
+    evt: EventFd,
+    reason: Mutex<Option<GuestStop>>,
+}
+
+impl StopRequest {
+    /// A request that has not fired yet.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            evt: EventFd::new(EFD_NONBLOCK)?,
+            reason: Mutex::new(None),
+        })
+    }
+
+    /// Records `why` (the first request wins) and wakes the event loop.
+    pub fn request(&self, why: GuestStop) {
+        let mut reason = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        if reason.is_none() {
+            *reason = Some(why);
+        }
+        if let Err(e) = self.evt.write(1) {
+            log::error!("cannot signal the guest's stop request: {e}");
+        }
+    }
+
+    /// The event written when a stop is requested.
+    pub fn event(&self) -> &EventFd {
+        &self.evt
+    }
+
+    /// The first stop requested, if any.
+    pub fn reason(&self) -> Option<GuestStop> {
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

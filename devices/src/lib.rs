@@ -1,0 +1,9 @@
+//! Devices of the virtio-net lab: the MMIO and port-I/O buses, the legacy PC
+//! devices a Linux guest needs, and the virtio-net device with its transports
+//! and backends.
+
+pub mod bus;
+pub mod legacy;
+pub mod virtio;
+
+pub use bus::{Bus, BusDevice, BusError};

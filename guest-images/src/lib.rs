@@ -1,0 +1,1 @@
+//! Guest kernels and initramfs built from Debian packages.
