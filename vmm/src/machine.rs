@@ -1,0 +1,439 @@
+//! A VM assembled from a `VmConfig` and run to its end: memory, kernel and
+//! boot structures, legacy devices on the buses, vCPU threads, and the
+//! event loop that waits for the guest (or the clock) to stop it.
+
+use std::fs::File;
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use devices::legacy::{DebugExit, GuestStop, Serial, StopRequest, DEBUG_EXIT_PORT, I8042};
+use devices::Bus;
+use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::config::{SerialTarget, VmConfig};
+use crate::exit::VcpuStop;
+use crate::layout::{
+    CMDLINE_START, HIMEM_START, I8042_PORT, MPTABLE_START, SERIAL_IRQ, SERIAL_PORT, ZERO_PAGE_START,
+};
+use crate::loader::{self, LoadedKernel};
+use crate::outcome::Outcome;
+use crate::vcpu::{self, BootEntry, VcpuReport, VcpuShared, VcpuThread};
+use crate::x86_64::{bootparams, mptable, paging, regs};
+use crate::{memory, vm};
+
+/// A subscriber in the VMM's event loop.
+pub type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+
+/// Errors from building or running a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad vCPU count.
+    #[error("the VM needs 1 to {max} vCPUs, not {asked}")]
+    VcpuCount {
+        /// What was asked for.
+        asked: u8,
+        /// The most this host and the MP table allow.
+        max: usize,
+    },
+    /// Guest memory.
+    #[error(transparent)]
+    Memory(#[from] memory::Error),
+    /// KVM VM set-up.
+    #[error(transparent)]
+    Vm(#[from] vm::Error),
+    /// Kernel, initramfs or command line.
+    #[error(transparent)]
+    Loader(#[from] loader::Error),
+    /// The zero page.
+    #[error(transparent)]
+    BootParams(#[from] bootparams::Error),
+    /// The MP table.
+    #[error(transparent)]
+    MpTable(#[from] mptable::Error),
+    /// The page tables.
+    #[error(transparent)]
+    Paging(#[from] paging::Error),
+    /// The GDT.
+    #[error(transparent)]
+    Regs(#[from] regs::Error),
+    /// A vCPU.
+    #[error(transparent)]
+    Vcpu(#[from] vcpu::Error),
+    /// A device could not be registered on a bus.
+    #[error("cannot register the {0} on its bus")]
+    Bus(&'static str, #[source] devices::BusError),
+    /// KVM could not provide the CPUID.
+    #[error("cannot read the CPUID KVM supports")]
+    Cpuid(#[source] kvm_ioctls::Error),
+    /// An interrupt could not be wired.
+    #[error("cannot wire the {0} interrupt")]
+    Irq(&'static str, #[source] kvm_ioctls::Error),
+    /// The serial output file.
+    #[error("cannot open the serial output file {}", .0.display())]
+    SerialFile(std::path::PathBuf, #[source] std::io::Error),
+    /// An eventfd or the event loop.
+    #[error("event loop error: {0}")]
+    EventLoop(String),
+}
+
+/// A VM ready to run.
+pub struct Vmm {
+    // Field order is drop order: vCPUs and the VM before the memory.
+    vcpus: Vec<VcpuFd>,
+    vm: VmFd,
+    _kvm: Kvm,
+    mem: GuestMemoryMmap,
+    pio: Bus,
+    mmio: Bus,
+    serial: Arc<Mutex<Serial>>,
+    stop: Arc<StopRequest>,
+    event_manager: EventManager<Subscriber>,
+    timeout: Option<Duration>,
+    stdin: bool,
+    kernel: LoadedKernel,
+}
+
+impl std::fmt::Debug for Vmm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vmm")
+            .field("vcpus", &self.vcpus.len())
+            .field("pio", &self.pio)
+            .field("mmio", &self.mmio)
+            .finish_non_exhaustive()
+    }
+}
+
+fn serial_output(target: SerialTarget) -> Result<devices::legacy::SerialOutput, Error> {
+    Ok(match target {
+        SerialTarget::Stdout => Box::new(std::io::stdout()),
+        SerialTarget::File(path) => {
+            Box::new(File::create(&path).map_err(|e| Error::SerialFile(path, e))?)
+        }
+        SerialTarget::Writer(w) => w,
+        SerialTarget::Null => Box::new(std::io::sink()),
+    })
+}
+
+fn eventfd() -> Result<EventFd, Error> {
+    EventFd::new(EFD_NONBLOCK)
+        .map_err(|e| Error::EventLoop(format!("cannot create an eventfd: {e}")))
+}
+
+impl Vmm {
+    /// Builds the VM: checks the input, creates memory and the KVM VM,
+    /// loads the kernel, writes the boot structures, adds the legacy
+    /// devices and creates the vCPUs.
+    pub fn new(config: VmConfig) -> Result<Self, Error> {
+        let kvm = vm::open_kvm()?;
+        let max_vcpus = kvm.get_max_vcpus().min(usize::from(mptable::MAX_CPUS));
+        if config.vcpus == 0 || usize::from(config.vcpus) > max_vcpus {
+            return Err(Error::VcpuCount {
+                asked: config.vcpus,
+                max: max_vcpus,
+            });
+        }
+        let ram = memory::ram_ranges(config.memory_mib)?;
+        let mem = memory::create_guest_memory(config.memory_mib)?;
+        let vm = vm::create_vm(&kvm, &mem)?;
+
+        let kernel = loader::load_kernel(&mem, &config.kernel)?;
+        let initrd = config
+            .initrd
+            .as_deref()
+            .map(|p| loader::load_initrd(&mem, p, &kernel))
+            .transpose()?;
+        let cmdline_len = loader::load_cmdline(&mem, CMDLINE_START, &config.cmdline, &kernel)?;
+        let boot_info = bootparams::BootInfo {
+            setup_header: kernel.setup_header,
+            cmdline_addr: CMDLINE_START,
+            cmdline_len,
+            initrd,
+        };
+        let params = bootparams::build_boot_params(&boot_info, &ram)?;
+        bootparams::write_boot_params(&mem, &params, ZERO_PAGE_START)?;
+        mptable::setup_mptable(
+            &mem,
+            MPTABLE_START,
+            (HIMEM_START - MPTABLE_START) as usize,
+            config.vcpus,
+            &[],
+        )?;
+        let cr3 = paging::setup_identity_map(&mem)?;
+        regs::write_gdt_idt(&mem)?;
+
+        let stop = Arc::new(StopRequest::new().map_err(|e| Error::EventLoop(e.to_string()))?);
+        let serial_irq = eventfd()?;
+        vm.register_irqfd(&serial_irq, SERIAL_IRQ)
+            .map_err(|e| Error::Irq("serial", e))?;
+        let serial = Arc::new(Mutex::new(Serial::new(
+            serial_irq,
+            serial_output(config.serial)?,
+        )));
+        let mut pio = Bus::new();
+        pio.insert(serial.clone(), u64::from(SERIAL_PORT), 8)
+            .map_err(|e| Error::Bus("serial port", e))?;
+        pio.insert(
+            Arc::new(Mutex::new(I8042::new(stop.clone()))),
+            u64::from(I8042_PORT),
+            5,
+        )
+        .map_err(|e| Error::Bus("i8042 controller", e))?;
+        pio.insert(
+            Arc::new(Mutex::new(DebugExit::new(stop.clone()))),
+            u64::from(DEBUG_EXIT_PORT),
+            2,
+        )
+        .map_err(|e| Error::Bus("debug-exit port", e))?;
+
+        let base_cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(Error::Cpuid)?;
+        let boot = BootEntry {
+            entry: kernel.entry,
+            cr3,
+        };
+        let vcpus = (0..config.vcpus)
+            .map(|id| {
+                vcpu::create_vcpu(
+                    &vm,
+                    id,
+                    config.vcpus,
+                    &base_cpuid,
+                    (id == 0).then_some(boot),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let event_manager = EventManager::new().map_err(|e| Error::EventLoop(format!("{e:?}")))?;
+        log::info!(
+            "VM ready: {} MiB, {} vCPU(s), {:?} kernel entry {:#x}",
+            config.memory_mib,
+            config.vcpus,
+            kernel.format,
+            kernel.entry
+        );
+        Ok(Self {
+            vcpus,
+            vm,
+            _kvm: kvm,
+            mem,
+            pio,
+            mmio: Bus::new(),
+            serial,
+            stop,
+            event_manager,
+            timeout: config.timeout,
+            stdin: config.stdin,
+            kernel,
+        })
+    }
+
+    /// The port-I/O bus, to add devices before the VM runs.
+    pub fn pio_bus_mut(&mut self) -> &mut Bus {
+        &mut self.pio
+    }
+
+    /// The MMIO bus, to add devices before the VM runs.
+    pub fn mmio_bus_mut(&mut self) -> &mut Bus {
+        &mut self.mmio
+    }
+
+    /// Guest memory.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
+    /// The KVM VM, to wire irqfds and ioeventfds for added devices.
+    pub fn vm_fd(&self) -> &VmFd {
+        &self.vm
+    }
+
+    /// The loaded kernel.
+    pub fn kernel(&self) -> &LoadedKernel {
+        &self.kernel
+    }
+
+    /// Adds a subscriber to the event loop (device queues, sockets, ...).
+    pub fn add_subscriber(&mut self, subscriber: Subscriber) {
+        self.event_manager.add_subscriber(subscriber);
+    }
+
+    /// Runs the VM until the guest stops it, a vCPU cannot go on, or the
+    /// time limit is reached.
+    pub fn run(mut self) -> Result<Outcome, Error> {
+        let stopping = Arc::new(AtomicBool::new(false));
+        let wake = Arc::new(eventfd()?);
+        let (reports_tx, reports) = channel();
+        let watcher = Arc::new(Mutex::new(Waker(vec![
+            self.stop
+                .event()
+                .try_clone()
+                .map_err(|e| Error::EventLoop(e.to_string()))?,
+            wake.try_clone()
+                .map_err(|e| Error::EventLoop(e.to_string()))?,
+        ])));
+        self.event_manager.add_subscriber(watcher);
+
+        let shared = VcpuShared {
+            pio: Arc::new(std::mem::take(&mut self.pio)),
+            mmio: Arc::new(std::mem::take(&mut self.mmio)),
+            stopping: stopping.clone(),
+            reports: reports_tx,
+            wake,
+        };
+        let start = Instant::now();
+        let mut threads = Vec::new();
+        for (id, fd) in std::mem::take(&mut self.vcpus).into_iter().enumerate() {
+            match vcpu::spawn_vcpu(id as u8, fd, shared.clone()) {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    stop_vcpus(&stopping, threads);
+                    return Err(e.into());
+                }
+            }
+        }
+        if self.stdin {
+            spawn_console_input(self.serial.clone(), stopping.clone());
+        }
+        let outcome = self.wait(start, &reports);
+        stop_vcpus(&stopping, threads);
+        if let Err(e) = self
+            .serial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .flush()
+        {
+            log::warn!("cannot flush the serial output: {e}");
+        }
+        outcome
+    }
+
+    fn wait(&mut self, start: Instant, reports: &Receiver<VcpuReport>) -> Result<Outcome, Error> {
+        let deadline = self.timeout.map(|t| start + t);
+        loop {
+            if let Some(why) = self.stop.reason() {
+                return Ok(match why {
+                    GuestStop::Reset => Outcome::GuestReset,
+                    GuestStop::DebugExit(code) => Outcome::DebugExit(code),
+                });
+            }
+            if let Ok(report) = reports.try_recv() {
+                return Ok(outcome_of(report));
+            }
+            let wait_ms = match deadline {
+                None => -1,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(Outcome::Timeout(self.timeout.unwrap_or_default()));
+                    }
+                    i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX)
+                }
+            };
+            self.event_manager
+                .run_with_timeout(wait_ms)
+                .map_err(|e| Error::EventLoop(format!("{e:?}")))?;
+        }
+    }
+}
+
+fn outcome_of(report: VcpuReport) -> Outcome {
+    let VcpuReport {
+        id,
+        stop,
+        rip,
+        internal,
+    } = report;
+    match stop {
+        VcpuStop::TripleFault => Outcome::TripleFault { rip },
+        VcpuStop::PowerOff => Outcome::GuestPowerOff,
+        VcpuStop::Reset => Outcome::GuestReset,
+        VcpuStop::InternalError => Outcome::InternalError {
+            error: internal.unwrap_or_else(|| crate::exit::InternalError::from_parts(0, vec![])),
+            rip,
+        },
+        VcpuStop::Unexpected(why) => Outcome::VcpuStopped(format!("vCPU {id}: {why}")),
+    }
+}
+
+/// Tells the vCPU threads to stop, kicks them out of KVM_RUN until they
+/// do, and joins them. A thread that does not stop within 5 s is left
+/// behind with an error logged (the process is about to end anyway).
+fn stop_vcpus(stopping: &AtomicBool, threads: Vec<VcpuThread>) {
+    stopping.store(true, Ordering::Release);
+    let give_up = Instant::now() + Duration::from_secs(5);
+    for t in threads {
+        while !t.is_finished() && Instant::now() < give_up {
+            t.kick();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if t.is_finished() {
+            t.join();
+        } else {
+            log::error!("vCPU {} did not stop", t.id);
+        }
+    }
+}
+
+/// Reads the VMM's standard input into the serial port's receive FIFO.
+fn spawn_console_input(serial: Arc<Mutex<Serial>>, stopping: Arc<AtomicBool>) {
+    let spawned = std::thread::Builder::new()
+        .name("console-in".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin();
+            let mut buf = [0u8; 64];
+            while !stopping.load(Ordering::Acquire) {
+                let n = match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let mut pending = &buf[..n];
+                while !pending.is_empty() && !stopping.load(Ordering::Acquire) {
+                    let taken = serial
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .enqueue_input(pending)
+                        .unwrap_or(0);
+                    pending = &pending[taken..];
+                    if !pending.is_empty() {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("no console input: cannot start its thread: {e}");
+    }
+}
+
+/// Consumes the VMM's own wake-up eventfds so the event loop returns and
+/// `Vmm::wait` can look at what happened.
+struct Waker(Vec<EventFd>);
+
+impl MutEventSubscriber for Waker {
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        if let Some(evt) = self.0.iter().find(|e| {
+            use std::os::fd::AsRawFd;
+            e.as_raw_fd() == events.fd()
+        }) {
+            // Reading resets the counter; a failure (EAGAIN) is harmless.
+            let _ = evt.read();
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        for evt in &self.0 {
+            if let Err(e) = ops.add(Events::new(evt, EventSet::IN)) {
+                log::error!("cannot watch a VMM event: {e:?}");
+            }
+        }
+    }
+}

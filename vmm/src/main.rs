@@ -1,0 +1,142 @@
+//! The `vmm` command: boot a Linux kernel in a KVM VM with a serial console.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use vmm::config::{DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB};
+use vmm::outcome::EXIT_HOST_ERROR;
+use vmm::{SerialTarget, VmConfig, Vmm};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0      the guest ended the VM (reboot through the i8042 with reboot=k,
+         KVM shutdown/reset, or 0 written to the debug-exit port 0x501)
+  1      host-side error (bad input, KVM or I/O failure)
+  2      command-line usage error
+  3      the guest triple-faulted
+  4      KVM internal error (e.g. an instruction the host cannot emulate);
+         the suberror and instruction bytes are printed
+  5      --timeout reached
+  6      the vCPU stopped for another reason
+  100+N  the guest wrote N (1-155) to the debug-exit port 0x501
+
+The last line on standard error says why the VM ended.";
+
+/// Boot a Linux kernel (ELF vmlinux or bzImage) in a minimal KVM VM.
+///
+/// The guest gets a 16550 serial console on 0x3f8 (IRQ 4), an i8042 whose
+/// reset ends the VM, a debug-exit port at 0x501, an MP table, and
+/// identity-mapped long mode at the kernel's 64-bit entry point.
+#[derive(Debug, Parser)]
+#[command(name = "vmm", version, after_help = EXIT_CODES)]
+struct Cli {
+    /// Kernel to boot: an uncompressed ELF vmlinux or a bzImage.
+    #[arg(long, value_name = "PATH")]
+    kernel: PathBuf,
+
+    /// Initramfs to load (uncompressed or compressed, as the kernel supports).
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+
+    /// Kernel command line.
+    #[arg(long, value_name = "STR", default_value = DEFAULT_CMDLINE)]
+    cmdline: String,
+
+    /// Guest memory in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MEMORY_MIB)]
+    memory: u64,
+
+    /// Number of vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    vcpus: u8,
+
+    /// Where the guest's serial output goes: stdout, file:PATH or null.
+    #[arg(long, value_name = "TARGET", default_value = "stdout", value_parser = parse_serial)]
+    serial: String,
+
+    /// Do not forward standard input to the guest's serial port (it is
+    /// forwarded by default when the serial output goes to stdout).
+    #[arg(long)]
+    no_stdin: bool,
+
+    /// Stop the VM after this many seconds (fractions allowed).
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    timeout: Option<Duration>,
+}
+
+fn parse_serial(s: &str) -> Result<String, String> {
+    s.parse::<SerialTarget>().map(|_| s.to_owned())
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("the timeout must be a positive number of seconds, not {s}"))
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp_millis()
+        .init();
+    let cli = Cli::parse();
+    // Validated by clap through `parse_serial`.
+    let serial: SerialTarget = cli.serial.parse().unwrap_or(SerialTarget::Stdout);
+    let stdin = !cli.no_stdin && matches!(serial, SerialTarget::Stdout);
+    let config = VmConfig {
+        kernel: cli.kernel,
+        initrd: cli.initrd,
+        cmdline: cli.cmdline,
+        memory_mib: cli.memory,
+        vcpus: cli.vcpus,
+        serial,
+        stdin,
+        timeout: cli.timeout,
+    };
+    match Vmm::new(config).and_then(Vmm::run) {
+        Ok(outcome) => {
+            eprintln!("vmm: {outcome}");
+            ExitCode::from(outcome.exit_code() as u8)
+        }
+        Err(e) => {
+            eprintln!("vmm: error: {}", error_chain(&e));
+            ExitCode::from(EXIT_HOST_ERROR as u8)
+        }
+    }
+}
+
+/// The error and its sources, joined with ": ".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_parsing() {
+        assert_eq!(parse_timeout("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_timeout("0").is_err());
+        assert!(parse_timeout("-1").is_err());
+        assert!(parse_timeout("soon").unwrap_err().contains("not a number"));
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

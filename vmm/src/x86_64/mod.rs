@@ -1,0 +1,11 @@
+//! x86-64 specifics: boot-time CPU state (GDT, page tables, registers,
+//! MSRs, CPUID, local APIC), the MP table and the Linux zero page.
+
+pub mod bootparams;
+pub mod cpuid;
+pub mod gdt;
+pub mod interrupts;
+pub mod mptable;
+pub mod msr;
+pub mod paging;
+pub mod regs;
