@@ -132,18 +132,8 @@ impl Vmm {
     /// loads the kernel, writes the boot structures, adds the legacy
     /// devices and creates the vCPUs.
     pub fn new(config: VmConfig) -> Result<Self, Error> {
-        let kvm = vm::open_kvm()?;
-        let max_vcpus = kvm.get_max_vcpus().min(usize::from(mptable::MAX_CPUS));
-        if config.vcpus == 0 || usize::from(config.vcpus) > max_vcpus {
-            return Err(Error::VcpuCount {
-                asked: config.vcpus,
-                max: max_vcpus,
-            });
-        }
         let ram = memory::ram_ranges(config.memory_mib)?;
         let mem = memory::create_guest_memory(config.memory_mib)?;
-        let vm = vm::create_vm(&kvm, &mem)?;
-
         let kernel = loader::load_kernel(&mem, &config.kernel)?;
         let initrd = config
             .initrd
@@ -169,6 +159,17 @@ impl Vmm {
         let cr3 = paging::setup_identity_map(&mem)?;
         regs::write_gdt_idt(&mem)?;
 
+        // KVM comes after everything that only depends on the user's input,
+        // so that bad input is reported the same with or without KVM.
+        let kvm = vm::open_kvm()?;
+        let max_vcpus = kvm.get_max_vcpus().min(usize::from(mptable::MAX_CPUS));
+        if config.vcpus == 0 || usize::from(config.vcpus) > max_vcpus {
+            return Err(Error::VcpuCount {
+                asked: config.vcpus,
+                max: max_vcpus,
+            });
+        }
+        let vm = vm::create_vm(&kvm, &mem)?;
         let stop = Arc::new(StopRequest::new().map_err(|e| Error::EventLoop(e.to_string()))?);
         let serial_irq = eventfd()?;
         vm.register_irqfd(&serial_irq, SERIAL_IRQ)

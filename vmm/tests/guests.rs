@@ -1,0 +1,364 @@
+//! The `vmm` binary and library against tiny bare-metal guests on KVM:
+//! serial output and input, every documented way for a run to end, guest
+//! accesses to a test MMIO device and a test port, and bad input from the
+//! user. Tests that need /dev/kvm are reported as skipped without it.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+
+use devices::BusDevice;
+use iced_x86::code_asm::*;
+use testkit::guest::Program;
+use testkit::suite::{ensure, Failed, Need, Suite};
+use vmm::{Outcome, SerialTarget, VmConfig, Vmm};
+
+const VMM: &str = env!("CARGO_BIN_EXE_vmm");
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temporary directory")
+}
+
+fn run_vmm(args: &[&str], stdin: &[u8]) -> Result<Output, Failed> {
+    let mut child = Command::new(VMM)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // The VMM may end before reading its input: a broken pipe is fine.
+    let _ = child.stdin.take().ok_or("no stdin pipe")?.write_all(stdin);
+    Ok(child.wait_with_output()?)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs `vmm --kernel guest ...` and checks its exit code and the reason on
+/// standard error; returns the output.
+fn expect_exit(guest: &Path, extra: &[&str], code: i32, reason: &str) -> Result<Output, Failed> {
+    let mut args = vec!["--kernel", guest.to_str().ok_or("path")?, "--memory", "32"];
+    args.extend_from_slice(extra);
+    let out = run_vmm(&args, b"")?;
+    let stderr = text(&out.stderr);
+    ensure(out.status.code() == Some(code), || {
+        format!(
+            "exit code {:?}, wanted {code}; stderr: {stderr}",
+            out.status.code()
+        )
+    })?;
+    ensure(stderr.contains(reason), || {
+        format!("stderr lacks `{reason}`: {stderr}")
+    })?;
+    ensure(!stderr.contains("panicked"), || {
+        format!("the VMM panicked: {stderr}")
+    })?;
+    Ok(out)
+}
+
+fn hello_then_reset() -> Result<(), Failed> {
+    let dir = tmp();
+    let guest = Program::new()
+        .print("hello from the guest\n")?
+        .reset()?
+        .write_elf(dir.path(), "hello.elf")?;
+    let out = expect_exit(
+        &guest,
+        &["--timeout", "30"],
+        0,
+        "the guest reset the machine",
+    )?;
+    let stdout = text(&out.stdout);
+    ensure(stdout == "hello from the guest\n", || {
+        format!("serial output was {stdout:?}")
+    })
+}
+
+fn serial_to_file() -> Result<(), Failed> {
+    let dir = tmp();
+    let guest = Program::new()
+        .print("to a file")?
+        .debug_exit(0)?
+        .write_elf(dir.path(), "file.elf")?;
+    let log = dir.path().join("serial.log");
+    let target = format!("file:{}", log.display());
+    let out = expect_exit(
+        &guest,
+        &["--serial", &target],
+        0,
+        "wrote 0 to the debug-exit port",
+    )?;
+    ensure(out.stdout.is_empty(), || "nothing goes to stdout".into())?;
+    let written = std::fs::read_to_string(&log)?;
+    ensure(written == "to a file", || {
+        format!("the file holds {written:?}")
+    })
+}
+
+fn debug_exit_code() -> Result<(), Failed> {
+    let dir = tmp();
+    let guest = Program::new()
+        .debug_exit(42)?
+        .write_elf(dir.path(), "exit42.elf")?;
+    expect_exit(
+        &guest,
+        &[],
+        142,
+        "the guest wrote 42 to the debug-exit port",
+    )
+    .map(drop)
+}
+
+/// Loads an IDT of limit 0 so that the next exception cannot be delivered.
+fn with_null_idt(p: &mut Program) -> Result<(), Failed> {
+    p.asm.push(0)?;
+    p.asm.push(0)?;
+    p.asm.lidt(ptr(rsp))?;
+    Ok(())
+}
+
+fn triple_fault() -> Result<(), Failed> {
+    let dir = tmp();
+    let mut p = Program::new();
+    with_null_idt(&mut p)?;
+    p.asm.ud2()?;
+    let guest = p.write_elf(dir.path(), "triple.elf")?;
+    expect_exit(&guest, &[], 3, "the guest triple-faulted at RIP 0x2").map(drop)
+}
+
+fn timeout() -> Result<(), Failed> {
+    let dir = tmp();
+    let guest = Program::new()
+        .print("spinning")?
+        .hang()?
+        .write_elf(dir.path(), "spin.elf")?;
+    let out = expect_exit(&guest, &["--timeout", "0.5"], 5, "timeout")?;
+    ensure(text(&out.stdout) == "spinning", || {
+        "output before the timeout is kept".into()
+    })
+}
+
+fn internal_error() -> Result<(), Failed> {
+    // Executing from the MMIO hole, where no memory backs the fetch, is
+    // something no KVM can do.
+    let dir = tmp();
+    let mut p = Program::new();
+    p.asm.mov(eax, 0xd000_0000u32)?;
+    p.asm.jmp(rax)?;
+    let guest = p.write_elf(dir.path(), "mmio-exec.elf")?;
+    expect_exit(&guest, &[], 4, "KVM internal error, suberror").map(drop)
+}
+
+fn serial_input() -> Result<(), Failed> {
+    // Poll the line status register until a byte arrives, then exit with it.
+    let dir = tmp();
+    let mut p = Program::new();
+    let mut wait = p.asm.create_label();
+    p.asm.mov(dx, 0x3fdu32)?;
+    p.asm.set_label(&mut wait)?;
+    p.asm.in_(al, dx)?;
+    p.asm.test(al, 1)?;
+    p.asm.jz(wait)?;
+    p.asm.mov(dx, 0x3f8u32)?;
+    p.asm.in_(al, dx)?;
+    p.debug_exit_al()?;
+    let guest = p.write_elf(dir.path(), "echo.elf")?;
+    let out = run_vmm(
+        &[
+            "--kernel",
+            guest.to_str().ok_or("path")?,
+            "--memory",
+            "32",
+            "--timeout",
+            "30",
+        ],
+        b"Z",
+    )?;
+    ensure(out.status.code() == Some(100 + i32::from(b'Z')), || {
+        format!("exit {:?}: {}", out.status.code(), text(&out.stderr))
+    })
+}
+
+fn two_vcpus() -> Result<(), Failed> {
+    let dir = tmp();
+    let guest = Program::new()
+        .print("bsp")?
+        .debug_exit(0)?
+        .write_elf(dir.path(), "smp.elf")?;
+    let out = expect_exit(&guest, &["--vcpus", "2"], 0, "debug-exit")?;
+    ensure(text(&out.stdout) == "bsp", || "the boot vCPU ran".into())
+}
+
+/// A device that records writes and answers reads with a pattern derived
+/// from the offset.
+#[derive(Default)]
+struct TestDevice {
+    writes: Vec<(u64, Vec<u8>)>,
+}
+
+impl BusDevice for TestDevice {
+    fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = 0xa0 + offset as u8 + i as u8;
+        }
+    }
+    fn write(&mut self, _base: u64, offset: u64, data: &[u8]) {
+        self.writes.push((offset, data.to_vec()));
+    }
+}
+
+fn mmio_and_port_device() -> Result<(), Failed> {
+    const MMIO_BASE: u64 = 0xd100_0000;
+    const PORT: u16 = 0x3000;
+    let dir = tmp();
+    let mut p = Program::new();
+    // MMIO: store a dword, load a dword and pass it on to the port device.
+    p.asm.mov(rbx, MMIO_BASE)?;
+    p.asm.mov(dword_ptr(rbx + 0x10), 0xdead_beefu32)?;
+    p.asm.mov(eax, dword_ptr(rbx + 0x20))?;
+    p.asm.mov(dx, u32::from(PORT))?;
+    p.asm.out(dx, eax)?;
+    // Port: read one byte at PORT + 1 and exit with it.
+    p.asm.mov(dx, u32::from(PORT) + 1)?;
+    p.asm.in_(al, dx)?;
+    p.debug_exit_al()?;
+    let guest = p.write_elf(dir.path(), "devices.elf")?;
+
+    let mmio_dev = Arc::new(Mutex::new(TestDevice::default()));
+    let port_dev = Arc::new(Mutex::new(TestDevice::default()));
+    let mut config = VmConfig::new(&guest);
+    config.memory_mib = 32;
+    config.serial = SerialTarget::Null;
+    config.timeout = Some(std::time::Duration::from_secs(30));
+    let mut vm = Vmm::new(config)?;
+    vm.mmio_bus_mut()
+        .insert(mmio_dev.clone(), MMIO_BASE, 0x1000)?;
+    vm.pio_bus_mut()
+        .insert(port_dev.clone(), u64::from(PORT), 8)?;
+    let outcome = vm.run()?;
+
+    ensure(outcome == Outcome::DebugExit(0xa1), || {
+        format!("the guest read {outcome:?} from the port, wanted 0xa1")
+    })?;
+    let mmio_writes = mmio_dev.lock().map_err(|_| "poisoned")?.writes.clone();
+    ensure(
+        mmio_writes == vec![(0x10, 0xdead_beefu32.to_le_bytes().to_vec())],
+        || format!("MMIO writes: {mmio_writes:x?}"),
+    )?;
+    let port_writes = port_dev.lock().map_err(|_| "poisoned")?.writes.clone();
+    ensure(
+        port_writes == vec![(0, vec![0xc0, 0xc1, 0xc2, 0xc3])],
+        || format!("port writes: {port_writes:x?} (the MMIO read must come back)"),
+    )
+}
+
+/// Bad input from the user: a clear error, exit code 1 (or clap's 2),
+/// never a panic. None of these needs KVM.
+fn bad_input() -> Result<(), Failed> {
+    let dir = tmp();
+    let not_kernel = dir.path().join("notes.txt");
+    std::fs::write(&not_kernel, "not a kernel at all")?;
+    let tiny = Program::new()
+        .debug_exit(0)?
+        .write_elf(dir.path(), "tiny.elf")?;
+    let big_initrd = dir.path().join("big.cpio");
+    std::fs::File::create(&big_initrd)?.set_len(40 << 20)?;
+    let tiny_s = tiny.to_str().ok_or("path")?;
+    let long_cmdline = "x".repeat(4096);
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (
+            vec!["--kernel", "/nonexistent/vmlinux"],
+            1,
+            "cannot read /nonexistent/vmlinux",
+        ),
+        (
+            vec!["--kernel", not_kernel.to_str().ok_or("path")?],
+            1,
+            "neither an ELF vmlinux nor a bzImage",
+        ),
+        (
+            vec!["--kernel", tiny_s, "--memory", "4"],
+            1,
+            "guest memory of 4 MiB is out of range",
+        ),
+        (
+            vec![
+                "--kernel",
+                tiny_s,
+                "--memory",
+                "32",
+                "--initrd",
+                big_initrd.to_str().ok_or("p")?,
+            ],
+            1,
+            "the initramfs (40 MiB) does not fit",
+        ),
+        (
+            vec!["--kernel", tiny_s, "--initrd", "/nonexistent/initrd"],
+            1,
+            "cannot read /nonexistent/initrd",
+        ),
+        (
+            vec!["--kernel", tiny_s, "--cmdline", ""],
+            1,
+            "the kernel command line is empty",
+        ),
+        (
+            vec!["--kernel", tiny_s, "--cmdline", &long_cmdline],
+            1,
+            "the kernel command line is 4096 bytes long; the limit is 2047",
+        ),
+        (
+            vec!["--kernel", tiny_s, "--serial", "tty"],
+            2,
+            "unknown serial target",
+        ),
+        (
+            vec!["--kernel", tiny_s, "--timeout=-3"],
+            2,
+            "positive number of seconds",
+        ),
+        (
+            vec!["--kernel", tiny_s, "--vcpus", "0"],
+            1,
+            "1 to 254 vCPUs, not 0",
+        ),
+        (vec![], 2, "--kernel <PATH>"),
+    ];
+    for (args, code, message) in cases {
+        let out = run_vmm(&args, b"")?;
+        let stderr = text(&out.stderr);
+        ensure(out.status.code() == Some(code), || {
+            format!(
+                "{args:?}: exit {:?}, wanted {code}: {stderr}",
+                out.status.code()
+            )
+        })?;
+        ensure(stderr.contains(message), || {
+            format!("{args:?}: stderr lacks `{message}`: {stderr}")
+        })?;
+        ensure(!stderr.contains("panicked"), || {
+            format!("{args:?} panicked: {stderr}")
+        })?;
+    }
+    Ok(())
+}
+
+fn main() {
+    let kvm = [Need::Kvm];
+    let mut suite = Suite::new();
+    suite
+        .test("bad_input", &[], bad_input)
+        .test("hello_then_reset", &kvm, hello_then_reset)
+        .test("serial_to_file", &kvm, serial_to_file)
+        .test("debug_exit_code", &kvm, debug_exit_code)
+        .test("triple_fault", &kvm, triple_fault)
+        .test("timeout", &kvm, timeout)
+        .test("internal_error", &kvm, internal_error)
+        .test("serial_input", &kvm, serial_input)
+        .test("two_vcpus", &kvm, two_vcpus)
+        .test("mmio_and_port_device", &kvm, mmio_and_port_device);
+    suite.run()
+}
