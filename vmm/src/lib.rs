@@ -14,5 +14,5 @@ pub mod vm;
 pub mod x86_64;
 
 pub use config::{SerialTarget, VmConfig};
-pub use machine::Vmm;
+pub use machine::{Stopper, Vmm};
 pub use outcome::Outcome;

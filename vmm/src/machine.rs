@@ -9,7 +9,7 @@ use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use devices::legacy::{DebugExit, GuestStop, Serial, StopRequest, DEBUG_EXIT_PORT, I8042};
+use devices::legacy::{DebugExit, Serial, StopReason, StopRequest, DEBUG_EXIT_PORT, I8042};
 use devices::Bus;
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
@@ -82,6 +82,17 @@ pub enum Error {
     /// An eventfd or the event loop.
     #[error("event loop error: {0}")]
     EventLoop(String),
+}
+
+/// Stops a running VM from another thread.
+#[derive(Debug, Clone)]
+pub struct Stopper(Arc<StopRequest>);
+
+impl Stopper {
+    /// Asks the VM to stop; its `run` returns soon after.
+    pub fn stop(&self) {
+        self.0.request(StopReason::Host);
+    }
 }
 
 /// A VM ready to run.
@@ -262,6 +273,12 @@ impl Vmm {
         &self.kernel
     }
 
+    /// A handle that stops the VM from another thread (the outcome is then
+    /// `Outcome::Stopped`, unless the guest stopped it first).
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.stop.clone())
+    }
+
     /// Adds a subscriber to the event loop (device queues, sockets, ...).
     pub fn add_subscriber(&mut self, subscriber: Subscriber) {
         self.event_manager.add_subscriber(subscriber);
@@ -322,8 +339,9 @@ impl Vmm {
         loop {
             if let Some(why) = self.stop.reason() {
                 return Ok(match why {
-                    GuestStop::Reset => Outcome::GuestReset,
-                    GuestStop::DebugExit(code) => Outcome::DebugExit(code),
+                    StopReason::Reset => Outcome::GuestReset,
+                    StopReason::DebugExit(code) => Outcome::DebugExit(code),
+                    StopReason::Host => Outcome::Stopped,
                 });
             }
             if let Ok(report) = reports.try_recv() {

@@ -20,6 +20,7 @@ Exit codes:
          the suberror and instruction bytes are printed
   5      --timeout reached
   6      the vCPU stopped for another reason
+  7      stopped on the host's request
   100+N  the guest wrote N (1-155) to the debug-exit port 0x501
 
 The last line on standard error says why the VM ended.";

@@ -9,6 +9,7 @@
 //! | 4    | KVM_EXIT_INTERNAL_ERROR: KVM could not run the guest (e.g. an instruction its emulator lacks) |
 //! | 5    | the `--timeout` was reached |
 //! | 6    | the vCPU stopped for another reason (halted for good, KVM entry failure, unexpected exit) |
+//! | 7    | stopped on the host's request (library callers, the control socket) |
 //! | 100+N | the guest wrote N (1..=155) to the debug-exit port (port 0x501); larger N give 255 |
 
 use std::time::Duration;
@@ -29,6 +30,8 @@ pub const EXIT_INTERNAL_ERROR: i32 = 4;
 pub const EXIT_TIMEOUT: i32 = 5;
 /// Exit code: other vCPU stop.
 pub const EXIT_VCPU_STOPPED: i32 = 6;
+/// Exit code: stopped on the host's request.
+pub const EXIT_STOPPED: i32 = 7;
 /// Base of the debug-exit codes.
 pub const EXIT_DEBUG_BASE: i32 = 100;
 
@@ -57,6 +60,8 @@ pub enum Outcome {
     Timeout(Duration),
     /// A vCPU stopped for another reason.
     VcpuStopped(String),
+    /// The host asked the VM to stop.
+    Stopped,
 }
 
 impl Outcome {
@@ -69,6 +74,7 @@ impl Outcome {
             Self::InternalError { .. } => EXIT_INTERNAL_ERROR,
             Self::Timeout(_) => EXIT_TIMEOUT,
             Self::VcpuStopped(_) => EXIT_VCPU_STOPPED,
+            Self::Stopped => EXIT_STOPPED,
         }
     }
 }
@@ -89,6 +95,7 @@ impl std::fmt::Display for Outcome {
             Self::InternalError { error, rip } => write!(f, "{error}{}", rip_text(rip)),
             Self::Timeout(d) => write!(f, "timeout: the guest was still running after {d:?}"),
             Self::VcpuStopped(why) => write!(f, "{why}"),
+            Self::Stopped => write!(f, "stopped on the host's request"),
         }
     }
 }
@@ -108,10 +115,11 @@ mod tests {
             },
             Outcome::Timeout(Duration::from_secs(1)),
             Outcome::VcpuStopped("x".into()),
+            Outcome::Stopped,
             Outcome::DebugExit(1),
         ];
         let codes: Vec<i32> = outcomes.iter().map(Outcome::exit_code).collect();
-        assert_eq!(codes, vec![0, 3, 4, 5, 6, 101]);
+        assert_eq!(codes, vec![0, 3, 4, 5, 6, 7, 101]);
         assert_eq!(Outcome::GuestPowerOff.exit_code(), 0);
         assert_eq!(Outcome::DebugExit(0).exit_code(), 0);
         assert_eq!(Outcome::DebugExit(155).exit_code(), 255);

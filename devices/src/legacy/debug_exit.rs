@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{GuestStop, StopRequest};
+use super::{StopReason, StopRequest};
 use crate::bus::BusDevice;
 
 /// The port the debug-exit device is registered at (QEMU's default
@@ -33,7 +33,7 @@ impl BusDevice for DebugExit {
         if offset == 0 {
             if let Some(&code) = data.first() {
                 log::info!("guest wrote {code} to the debug-exit port");
-                self.stop.request(GuestStop::DebugExit(code));
+                self.stop.request(StopReason::DebugExit(code));
             }
         }
     }
@@ -50,7 +50,7 @@ mod tests {
         assert_eq!(stop.reason(), None);
         dev.write(0x501, 0, &[7]);
         dev.write(0x501, 0, &[9]);
-        assert_eq!(stop.reason(), Some(GuestStop::DebugExit(7)));
+        assert_eq!(stop.reason(), Some(StopReason::DebugExit(7)));
         assert_eq!(stop.event().read().unwrap(), 2);
     }
 }

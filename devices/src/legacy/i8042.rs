@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use vm_superio::{I8042Device, Trigger};
 
-use super::{GuestStop, StopRequest};
+use super::{StopReason, StopRequest};
 use crate::bus::BusDevice;
 
 /// vm-superio's trigger, wired to the VM's stop request.
@@ -18,7 +18,7 @@ impl Trigger for ResetTrigger {
 
     fn trigger(&self) -> Result<(), Self::E> {
         log::info!("guest reset the i8042 controller");
-        self.0.request(GuestStop::Reset);
+        self.0.request(StopReason::Reset);
         Ok(())
     }
 }
@@ -72,6 +72,6 @@ mod tests {
         dev.write(0x60, 4, &[0x20]);
         assert_eq!(stop.reason(), None);
         dev.write(0x60, 4, &[0xfe]);
-        assert_eq!(stop.reason(), Some(GuestStop::Reset));
+        assert_eq!(stop.reason(), Some(StopReason::Reset));
     }
 }

@@ -14,20 +14,24 @@ use std::sync::Mutex;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-/// Why the guest asked the VM to stop.
+/// Why the VM was asked to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GuestStop {
-    /// Reset through the i8042 controller (Linux's reboot with `reboot=k`).
+pub enum StopReason {
+    /// The guest reset through the i8042 controller (Linux's reboot with
+    /// `reboot=k`).
     Reset,
-    /// A value written to the debug-exit port.
+    /// The guest wrote a value to the debug-exit port.
     DebugExit(u8),
+    /// The host asked (a test, the harness, the control socket).
+    Host,
 }
 
-/// A stop request from a device, read by the VMM's event loop.
+/// A stop request from a device or the host, read by the VMM's event
+/// loop.
 #[derive(Debug)]
 pub struct StopRequest {
     evt: EventFd,
-    reason: Mutex<Option<GuestStop>>,
+    reason: Mutex<Option<StopReason>>,
 }
 
 impl StopRequest {
@@ -40,7 +44,7 @@ impl StopRequest {
     }
 
     /// Records `why` (the first request wins) and wakes the event loop.
-    pub fn request(&self, why: GuestStop) {
+    pub fn request(&self, why: StopReason) {
         let mut reason = self.reason.lock().unwrap_or_else(|e| e.into_inner());
         if reason.is_none() {
             *reason = Some(why);
@@ -56,7 +60,7 @@ impl StopRequest {
     }
 
     /// The first stop requested, if any.
-    pub fn reason(&self) -> Option<GuestStop> {
+    pub fn reason(&self) -> Option<StopReason> {
         *self.reason.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
