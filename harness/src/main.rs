@@ -1,0 +1,108 @@
+//! The `harness` command.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use guest_images::{Cache, Series};
+use harness::host::KvmKind;
+use vmm::{SerialTarget, VmConfig, Vmm};
+
+/// The virtio-net lab: boot guests on the lab's VMM and check what their
+/// virtio_net driver does.
+#[derive(Debug, Parser)]
+#[command(name = "harness", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Fetch a stock Debian cloud kernel (into the guest-images cache) and
+    /// boot it on the lab's VMM with its serial console on stdout.
+    Boot {
+        /// Kernel series: 6.1 or 6.12.
+        #[arg(long, default_value = "6.1", value_parser = parse_series)]
+        series: Series,
+        /// Extra kernel command-line arguments.
+        #[arg(long, value_name = "ARGS", default_value = "")]
+        append: String,
+        /// Guest memory in MiB.
+        #[arg(long, default_value_t = 512)]
+        memory: u64,
+        /// Stop the VM after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// Cache directory for guest images (default: $VNETLAB_CACHE, else
+        /// ~/.cache/virtio-net-lab).
+        #[arg(long, env = "VNETLAB_CACHE")]
+        cache_dir: Option<std::path::PathBuf>,
+    },
+}
+
+fn parse_series(s: &str) -> Result<Series, String> {
+    s.parse().map_err(|e: guest_images::Error| e.to_string())
+}
+
+fn boot(
+    series: Series,
+    append: &str,
+    memory: u64,
+    timeout: u64,
+    cache_dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<i32> {
+    let kvm = KvmKind::detect();
+    eprintln!("harness: host has {kvm}");
+    if let KvmKind::Absent(why) = &kvm {
+        anyhow::bail!("cannot boot a guest: {why}");
+    }
+    let cache = Cache::open_default(cache_dir).context("cannot open the guest-images cache")?;
+    eprintln!("harness: fetching the Debian {series} cloud kernel (cached after the first run)");
+    let kernel = guest_images::debian_kernel(series, &cache)
+        .with_context(|| format!("cannot get the Debian {series} kernel"))?;
+    if let KvmKind::Emulated(_) = kvm {
+        eprintln!(
+            "harness: on emulated KVM a stock kernel stops early, at the first instruction \
+             the emulator lacks (lock cmpxchg16b for Debian 6.1); the VMM then reports it"
+        );
+    }
+    let mut config = VmConfig::new(&kernel.vmlinux);
+    config.cmdline = format!("console=ttyS0 earlyprintk=ttyS0 reboot=k panic=-1 {append}")
+        .trim()
+        .to_owned();
+    config.memory_mib = memory;
+    config.serial = SerialTarget::Stdout;
+    config.timeout = Some(Duration::from_secs(timeout));
+    eprintln!(
+        "harness: booting {} ({}) with `{}`",
+        kernel.release,
+        kernel.vmlinux.display(),
+        config.cmdline
+    );
+    let outcome = Vmm::new(config)?.run()?;
+    eprintln!("harness: {outcome}");
+    Ok(outcome.exit_code())
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Boot {
+            series,
+            append,
+            memory,
+            timeout,
+            cache_dir,
+        } => boot(series, &append, memory, timeout, cache_dir),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("harness: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
