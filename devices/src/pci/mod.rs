@@ -21,6 +21,9 @@ pub use msix::{msix_capability, MsiSender, Msix, MSIX_TABLE_ENTRY_SIZE};
 pub use root::{BarObserver, PciRoot, PciRootError, HOST_BRIDGE_SLOT, PCI_SLOTS};
 pub use window::PciMmioWindow;
 
+#[cfg(test)]
+pub(crate) use msix::tests::RecordingSender;
+
 /// Offsets and bits of the type-0 configuration header and capabilities.
 pub mod regs {
     /// Vendor ID (16 bits).

@@ -470,3 +470,32 @@ fn invalid_device_is_rejected_at_creation() {
         }))
     ));
 }
+
+#[test]
+fn guest_garbage_never_panics() {
+    let (mut t, dummy) = setup(&[16, 16]);
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..3 {
+        for offset in 0..MMIO_DEVICE_SIZE {
+            for len in [1, 2, 4, 8] {
+                let v = next().to_le_bytes();
+                t.write(BASE, offset, &v[..len]);
+                let mut d = [0u8; 8];
+                t.read(BASE, offset, &mut d[..len]);
+            }
+        }
+        // Bring the device up in between, so queue paths run too.
+        set_status(&mut t, 0);
+        negotiate(&mut t, 1 << VIRTIO_F_VERSION_1);
+        setup_queue(&mut t, 0, 16);
+        set_status(&mut t, ALL_OK);
+        assert_eq!(r(&mut t, VIRTIO_MMIO_STATUS), u32::from(ALL_OK));
+    }
+    assert!(!dummy.lock().unwrap().activations.is_empty());
+}
