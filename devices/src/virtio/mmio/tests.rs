@@ -483,7 +483,7 @@ fn guest_garbage_never_panics() {
     };
     for _ in 0..3 {
         for offset in 0..MMIO_DEVICE_SIZE {
-            for len in [1, 2, 4, 8] {
+            for len in [0, 1, 2, 4, 8] {
                 let v = next().to_le_bytes();
                 t.write(BASE, offset, &v[..len]);
                 let mut d = [0u8; 8];

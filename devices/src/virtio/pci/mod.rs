@@ -2,6 +2,22 @@
 //! with the virtio vendor capabilities, one 64-bit memory BAR holding the
 //! common configuration, ISR, device configuration, notification area and
 //! MSI-X table/PBA, and MSI-X interrupts with an INTx fallback.
+//!
+//! Wiring, in the VMM:
+//!
+//! ```text
+//! let dev = VirtioPciDevice::new("net0", net.clone(), mem.clone(), msi_sender,
+//!     VirtioPciPlacement { bar_addr: WINDOW_BASE, interrupt_line: gsi })?;
+//! vm.register_irqfd(dev.intx_evt(), gsi)?;            // INTx fallback
+//! for n in dev.notifiers()? {                         // optional fast path
+//!     vm.register_ioevent(&n.evt, IoEventAddress::Mmio(n.addr), NoDatamatch)?;
+//! }
+//! let mut root = PciRoot::new(WINDOW_BASE, WINDOW_SIZE)?;
+//! root.add_device(3, Box::new(dev))?;                 // 00:03.0
+//! let root = Arc::new(Mutex::new(root));
+//! pio_bus.insert(Arc::new(Mutex::new(PciConfigIo::new(root.clone()))), 0xcf8, 8)?;
+//! mmio_bus.insert(Arc::new(Mutex::new(PciMmioWindow::new(root))), WINDOW_BASE, WINDOW_SIZE)?;
+//! ```
 
 mod common_cfg;
 mod interrupt;
@@ -238,7 +254,11 @@ impl VirtioPciDevice {
         match region {
             Region::CommonCfg => common_cfg::read(&self.state, &self.interrupt, rel, data),
             // Reading the ISR clears it.
-            Region::Isr if rel == 0 => data[0] = self.interrupt.read_isr(),
+            Region::Isr if rel == 0 => {
+                if let Some(b) = data.first_mut() {
+                    *b = self.interrupt.read_isr();
+                }
+            }
             Region::Isr | Region::Notify => {}
             Region::DeviceCfg => self.state.read_config(rel, data),
             Region::MsixTable => self.interrupt.msix().read_table(rel, data),

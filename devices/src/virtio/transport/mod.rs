@@ -7,6 +7,7 @@
 //! register file onto it.
 
 mod queue;
+pub mod status;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -14,61 +15,11 @@ pub use queue::{QueueConfig, QueueConfigError, RingArea};
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use virtio_bindings::virtio_config::{
-    VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK,
-    VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
-};
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{ActivateContext, ActivateError, VirtioDevice, VirtioInterrupt, VirtioInterruptType};
-
-/// Device status bits, as `u8` (the bindings define them as `u32`).
-pub mod status {
-    use super::*;
-
-    /// The guest found the device.
-    pub const ACKNOWLEDGE: u8 = VIRTIO_CONFIG_S_ACKNOWLEDGE as u8;
-    /// The guest knows how to drive the device.
-    pub const DRIVER: u8 = VIRTIO_CONFIG_S_DRIVER as u8;
-    /// The driver finished feature negotiation.
-    pub const FEATURES_OK: u8 = VIRTIO_CONFIG_S_FEATURES_OK as u8;
-    /// The driver is set up and ready to drive the device.
-    pub const DRIVER_OK: u8 = VIRTIO_CONFIG_S_DRIVER_OK as u8;
-    /// The device met an error it cannot recover from without a reset.
-    pub const NEEDS_RESET: u8 = VIRTIO_CONFIG_S_NEEDS_RESET as u8;
-    /// The guest gave up on the device.
-    pub const FAILED: u8 = VIRTIO_CONFIG_S_FAILED as u8;
-    /// The bits a driver may set.
-    pub const DRIVER_BITS: u8 = ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK | FAILED;
-
-    /// The status byte spelled out, e.g. `ACKNOWLEDGE|DRIVER`, for logs.
-    pub fn names(status: u8) -> String {
-        const NAMES: [(u8, &str); 6] = [
-            (ACKNOWLEDGE, "ACKNOWLEDGE"),
-            (DRIVER, "DRIVER"),
-            (FEATURES_OK, "FEATURES_OK"),
-            (DRIVER_OK, "DRIVER_OK"),
-            (NEEDS_RESET, "NEEDS_RESET"),
-            (FAILED, "FAILED"),
-        ];
-        let mut out: Vec<String> = NAMES
-            .iter()
-            .filter(|(bit, _)| status & bit != 0)
-            .map(|(_, name)| (*name).to_string())
-            .collect();
-        let unknown = status & !(DRIVER_BITS | NEEDS_RESET);
-        if unknown != 0 {
-            out.push(format!("{unknown:#04x}"));
-        }
-        if out.is_empty() {
-            "RESET".to_string()
-        } else {
-            out.join("|")
-        }
-    }
-}
 
 /// The largest queue size a split virtqueue may have.
 pub const MAX_QUEUE_SIZE: u16 = 32768;
