@@ -56,7 +56,9 @@ pub enum PciRootError {
 }
 
 /// Told when a BAR starts or stops decoding or moves, e.g. to move the
-/// ioeventfds of a virtio-pci device's notification area.
+/// ioeventfds of a virtio-pci device's notification area. It is called with
+/// the [`PciRoot`] locked, so it must not use the root. A guest sizing a
+/// BAR with decoding on makes it "move" to the size mask and back.
 pub trait BarObserver: Send {
     /// BAR `bar` of the device at `slot` decoded at `old` and now decodes at
     /// `new` (`None`: not decoding, because memory space is disabled).

@@ -499,3 +499,16 @@ fn guest_garbage_never_panics() {
     }
     assert!(!dummy.lock().unwrap().activations.is_empty());
 }
+
+#[test]
+fn works_on_the_mmio_bus() {
+    let (t, _) = setup(&[16]);
+    let t = Arc::new(Mutex::new(t));
+    let mut bus = crate::bus::Bus::new();
+    bus.insert(t, BASE, MMIO_DEVICE_SIZE).unwrap();
+    let mut d = [0u8; 4];
+    assert!(bus.read(BASE + u64::from(VIRTIO_MMIO_VERSION), &mut d));
+    assert_eq!(u32::from_le_bytes(d), 2);
+    assert!(bus.read(BASE + 0x101, &mut d));
+    assert_eq!(d, [0xa1, 0xa2, 0xa3, 0xa4]);
+}

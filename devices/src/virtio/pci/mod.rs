@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! let dev = VirtioPciDevice::new("net0", net.clone(), mem.clone(), msi_sender,
-//!     VirtioPciPlacement { bar_addr: WINDOW_BASE, interrupt_line: gsi })?;
+//!     VirtioPciPlacement { bar_addr: WINDOW_BASE, interrupt_line: gsi, memory_enabled: true })?;
 //! vm.register_irqfd(dev.intx_evt(), gsi)?;            // INTx fallback
 //! for n in dev.notifiers()? {                         // optional fast path
 //!     vm.register_ioevent(&n.evt, IoEventAddress::Mmio(n.addr), NoDatamatch)?;
@@ -35,7 +35,7 @@ use vmm_sys_util::eventfd::EventFd;
 use self::layout::*;
 use super::transport::{lock_device, QueueNotifier, TransportError, TransportState};
 use super::{VirtioDevice, VirtioInterrupt};
-use crate::pci::regs::{COMMAND, COMMAND_INTX_DISABLE, STATUS, STATUS_INTERRUPT};
+use crate::pci::regs::{COMMAND, COMMAND_INTX_DISABLE, COMMAND_MEMORY, STATUS, STATUS_INTERRUPT};
 use crate::pci::{
     BarKind, BarRange, MsiSender, PciConfigError, PciConfigSpace, PciDevice, PciHeader,
 };
@@ -70,6 +70,11 @@ pub struct VirtioPciPlacement {
     /// Initial interrupt line register: the IO-APIC pin (GSI) that the
     /// slot's INTA# is routed to in the MP table.
     pub interrupt_line: u8,
+    /// Start with memory decoding enabled (command register bit 1), as
+    /// firmware that assigned the BAR would leave it. Otherwise the BAR
+    /// answers only once the guest sets the bit (Linux does in
+    /// `pci_enable_device`; a bare-metal test guest must do it itself).
+    pub memory_enabled: bool,
 }
 
 /// A virtio device behind the modern virtio-pci transport; add it to the
@@ -158,6 +163,9 @@ impl VirtioPciDevice {
             },
         )?;
         let caps = add_capabilities(&mut config, num_queues, num_vectors)?;
+        if placement.memory_enabled {
+            config.set_u16(COMMAND, COMMAND_MEMORY);
+        }
         Ok(Self {
             state,
             interrupt,

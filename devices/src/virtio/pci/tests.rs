@@ -44,6 +44,10 @@ struct Guest {
 
 impl Guest {
     fn new(max_sizes: &[u16]) -> Self {
+        Self::with_memory(max_sizes, false)
+    }
+
+    fn with_memory(max_sizes: &[u16], memory_enabled: bool) -> Self {
         let dummy = Dummy::new(OFFERED, max_sizes);
         let msi = Arc::new(RecordingSender::default());
         let dev = VirtioPciDevice::new(
@@ -54,6 +58,7 @@ impl Guest {
             VirtioPciPlacement {
                 bar_addr: BAR,
                 interrupt_line: 10,
+                memory_enabled,
             },
         )
         .unwrap();
@@ -284,6 +289,10 @@ fn bar_answers_only_with_memory_enabled() {
     let g = Guest::new(&[16]);
     assert_eq!(g.read(g.common(NUMQ), 2), 0xffff);
     g.enable_memory();
+    assert_eq!(g.read(g.common(NUMQ), 2), 1);
+    // A VMM acting as firmware can leave decoding on.
+    let g = Guest::with_memory(&[16], true);
+    assert_eq!(g.cfg16(0x04), COMMAND_MEMORY);
     assert_eq!(g.read(g.common(NUMQ), 2), 1);
 }
 
