@@ -7,6 +7,10 @@
 //! features and receives its queues, their notification events and an
 //! interrupt handle when the driver sets DRIVER_OK (`VirtioDevice::activate`).
 
+pub mod mmio;
+pub mod pci;
+pub mod transport;
+
 use std::fmt;
 use std::sync::Arc;
 
