@@ -83,10 +83,14 @@ mod tests {
         let d = fake_root(false, false, "fpu vmx");
         assert!(matches!(KvmKind::detect_in(d.path()), KvmKind::Absent(_)));
         let d = fake_root(true, true, "fpu vmx");
-        assert!(matches!(KvmKind::detect_in(d.path()), KvmKind::Emulated(w) if w.contains("kvm_pvm")));
+        assert!(
+            matches!(KvmKind::detect_in(d.path()), KvmKind::Emulated(w) if w.contains("kvm_pvm"))
+        );
         let d = fake_root(true, false, "fpu sse2 svm");
         assert_eq!(KvmKind::detect_in(d.path()), KvmKind::Hardware);
         let d = fake_root(true, false, "fpu sse2");
-        assert!(matches!(KvmKind::detect_in(d.path()), KvmKind::Emulated(w) if w.contains("neither")));
+        assert!(
+            matches!(KvmKind::detect_in(d.path()), KvmKind::Emulated(w) if w.contains("neither"))
+        );
     }
 }
