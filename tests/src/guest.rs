@@ -98,6 +98,20 @@ impl Program {
     }
 }
 
+/// The bare-metal C guest `virtio_net_probe` (tests/guests), built by this
+/// crate's build script: a virtio-net driver probe for the PCI and
+/// virtio-mmio transports. `Err` says why it could not be built.
+pub fn virtio_net_probe() -> Result<PathBuf, String> {
+    match (
+        option_env!("GUEST_ELF_VIRTIO_NET_PROBE"),
+        option_env!("GUEST_ERROR_VIRTIO_NET_PROBE"),
+    ) {
+        (Some(path), _) => Ok(PathBuf::from(path)),
+        (None, Some(why)) => Err(format!("the virtio_net_probe guest was not built: {why}")),
+        (None, None) => Err("the virtio_net_probe guest was not built".into()),
+    }
+}
+
 /// Wraps `code` in an ELF64 executable with one loadable segment at
 /// `addr`, entered at its first byte.
 pub fn elf(code: &[u8], addr: u64) -> Vec<u8> {
