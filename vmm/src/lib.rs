@@ -3,6 +3,7 @@
 //! devices Linux expects, and the lab's virtio-net devices.
 
 pub mod config;
+pub mod control;
 pub mod exit;
 pub mod layout;
 pub mod loader;

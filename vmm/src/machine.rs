@@ -89,6 +89,11 @@ pub enum Error {
 pub struct Stopper(Arc<StopRequest>);
 
 impl Stopper {
+    /// A stopper that fires `request`.
+    pub fn new(request: Arc<StopRequest>) -> Self {
+        Self(request)
+    }
+
     /// Asks the VM to stop; its `run` returns soon after.
     pub fn stop(&self) {
         self.0.request(StopReason::Host);

@@ -31,11 +31,20 @@ The last line on standard error says why the VM ended.";
 /// reset ends the VM, a debug-exit port at 0x501, an MP table, and
 /// identity-mapped long mode at the kernel's 64-bit entry point.
 #[derive(Debug, Parser)]
-#[command(name = "vmm", version, after_help = EXIT_CODES)]
+#[command(
+    name = "vmm",
+    version,
+    after_help = EXIT_CODES,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Kernel to boot: an uncompressed ELF vmlinux or a bzImage.
-    #[arg(long, value_name = "PATH")]
-    kernel: PathBuf,
+    #[arg(long, value_name = "PATH", required = true)]
+    kernel: Option<PathBuf>,
 
     /// Initramfs to load (uncompressed or compressed, as the kernel supports).
     #[arg(long, value_name = "PATH")]
@@ -67,6 +76,38 @@ struct Cli {
     timeout: Option<Duration>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Send a request to a running VMM's control socket and print the
+    /// JSON answer: `status [DEV]`, `link up|down [DEV]`, `announce [DEV]`,
+    /// `quit`. Exits 0 when the request succeeded, 1 otherwise.
+    Ctl {
+        /// The control socket (the VMM's `--control-socket`).
+        #[arg(long, value_name = "PATH")]
+        socket: PathBuf,
+        /// The request, e.g. `link down`.
+        #[arg(required = true, num_args = 1.., value_name = "REQUEST")]
+        request: Vec<String>,
+    },
+}
+
+fn ctl(socket: &std::path::Path, request: &[String]) -> ExitCode {
+    match vmm::control::request(socket, &request.join(" ")) {
+        Ok(answer) => {
+            println!("{answer}");
+            if answer["ok"] == true {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_HOST_ERROR as u8)
+            }
+        }
+        Err(e) => {
+            eprintln!("vmm ctl: error: {}", error_chain(&e));
+            ExitCode::from(EXIT_HOST_ERROR as u8)
+        }
+    }
+}
+
 fn parse_serial(s: &str) -> Result<String, String> {
     s.parse::<SerialTarget>().map(|_| s.to_owned())
 }
@@ -86,11 +127,18 @@ fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     let cli = Cli::parse();
+    if let Some(Command::Ctl { socket, request }) = &cli.command {
+        return ctl(socket, request);
+    }
+    let Some(kernel) = cli.kernel else {
+        // clap requires --kernel without a subcommand.
+        return ExitCode::from(vmm::outcome::EXIT_USAGE as u8);
+    };
     // Validated by clap through `parse_serial`.
     let serial: SerialTarget = cli.serial.parse().unwrap_or(SerialTarget::Stdout);
     let stdin = !cli.no_stdin && matches!(serial, SerialTarget::Stdout);
     let config = VmConfig {
-        kernel: cli.kernel,
+        kernel,
         initrd: cli.initrd,
         cmdline: cli.cmdline,
         memory_mib: cli.memory,
