@@ -71,6 +71,8 @@ pub struct VmConfig {
     pub stdin: bool,
     /// Stop the VM after this long.
     pub timeout: Option<Duration>,
+    /// Sample each vCPU's instruction pointer at this interval.
+    pub profile_interval: Option<Duration>,
 }
 
 impl VmConfig {
@@ -85,6 +87,7 @@ impl VmConfig {
             serial: SerialTarget::Stdout,
             stdin: false,
             timeout: None,
+            profile_interval: None,
         }
     }
 }

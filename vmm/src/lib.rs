@@ -10,6 +10,8 @@ pub mod loader;
 pub mod machine;
 pub mod memory;
 pub mod outcome;
+pub mod profile;
+pub mod symbols;
 pub mod vcpu;
 pub mod vm;
 pub mod x86_64;

@@ -25,6 +25,7 @@ use crate::layout::{
 };
 use crate::loader::{self, LoadedKernel};
 use crate::outcome::Outcome;
+use crate::profile::RipProfile;
 use crate::vcpu::{self, BootEntry, VcpuReport, VcpuShared, VcpuThread};
 use crate::x86_64::{bootparams, mptable, paging, regs};
 use crate::{memory, vm};
@@ -115,6 +116,7 @@ pub struct Vmm {
     timeout: Option<Duration>,
     stdin: bool,
     kernel: LoadedKernel,
+    profile: Option<(RipProfile, Duration)>,
 }
 
 impl std::fmt::Debug for Vmm {
@@ -250,6 +252,9 @@ impl Vmm {
             timeout: config.timeout,
             stdin: config.stdin,
             kernel,
+            profile: config
+                .profile_interval
+                .map(|interval| (RipProfile::new(), interval)),
         })
     }
 
@@ -276,6 +281,12 @@ impl Vmm {
     /// The loaded kernel.
     pub fn kernel(&self) -> &LoadedKernel {
         &self.kernel
+    }
+
+    /// The instruction-pointer profile being collected, if the
+    /// configuration asked for one; read it after `run`.
+    pub fn profile(&self) -> Option<RipProfile> {
+        self.profile.as_ref().map(|(p, _)| p.clone())
     }
 
     /// A handle that stops the VM from another thread (the outcome is then
@@ -311,6 +322,7 @@ impl Vmm {
             stopping: stopping.clone(),
             reports: reports_tx,
             wake,
+            profile: self.profile(),
         };
         let start = Instant::now();
         let mut threads = Vec::new();
@@ -326,7 +338,7 @@ impl Vmm {
         if self.stdin {
             spawn_console_input(self.serial.clone(), stopping.clone());
         }
-        let outcome = self.wait(start, &reports);
+        let outcome = self.wait(start, &reports, &threads);
         stop_vcpus(&stopping, threads);
         if let Err(e) = self
             .serial
@@ -339,9 +351,22 @@ impl Vmm {
         outcome
     }
 
-    fn wait(&mut self, start: Instant, reports: &Receiver<VcpuReport>) -> Result<Outcome, Error> {
+    fn wait(
+        &mut self,
+        start: Instant,
+        reports: &Receiver<VcpuReport>,
+        threads: &[VcpuThread],
+    ) -> Result<Outcome, Error> {
         let deadline = self.timeout.map(|t| start + t);
+        let sample_every = self.profile.as_ref().map(|(_, interval)| *interval);
+        let mut next_sample = sample_every.map(|i| start + i);
         loop {
+            if let (Some(at), Some(interval)) = (next_sample, sample_every) {
+                if Instant::now() >= at {
+                    threads.iter().for_each(VcpuThread::kick);
+                    next_sample = Some(at + interval);
+                }
+            }
             if let Some(why) = self.stop.reason() {
                 return Ok(match why {
                     StopReason::Reset => Outcome::GuestReset,
@@ -352,16 +377,15 @@ impl Vmm {
             if let Ok(report) = reports.try_recv() {
                 return Ok(outcome_of(report));
             }
-            let wait_ms = match deadline {
-                None => -1,
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Ok(Outcome::Timeout(self.timeout.unwrap_or_default()));
-                    }
-                    i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX)
-                }
-            };
+            let now = Instant::now();
+            if deadline.is_some_and(|d| d <= now) {
+                return Ok(Outcome::Timeout(self.timeout.unwrap_or_default()));
+            }
+            let wake_at = [deadline, next_sample].into_iter().flatten().min();
+            let wait_ms = wake_at.map_or(-1, |at| {
+                let left = at.saturating_duration_since(now);
+                i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX)
+            });
             self.event_manager
                 .run_with_timeout(wait_ms)
                 .map_err(|e| Error::EventLoop(format!("{e:?}")))?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use vmm::config::{DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB};
 use vmm::outcome::EXIT_HOST_ERROR;
+use vmm::symbols::SymbolMap;
 use vmm::{SerialTarget, VmConfig, Vmm};
 
 const EXIT_CODES: &str = "\
@@ -74,6 +75,20 @@ struct Cli {
     /// Stop the VM after this many seconds (fractions allowed).
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     timeout: Option<Duration>,
+
+    /// The guest kernel's System.map: names the function at the
+    /// instruction pointer when the VM stops on an error, and in profiles.
+    #[arg(long, value_name = "PATH")]
+    system_map: Option<PathBuf>,
+
+    /// Sample where each vCPU executes and write a report of the busiest
+    /// functions (addresses without --system-map) to PATH at the end.
+    #[arg(long, value_name = "PATH")]
+    profile: Option<PathBuf>,
+
+    /// Sampling interval for --profile, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    profile_interval: u64,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -146,10 +161,34 @@ fn main() -> ExitCode {
         serial,
         stdin,
         timeout: cli.timeout,
+        profile_interval: cli
+            .profile
+            .as_ref()
+            .map(|_| Duration::from_millis(cli.profile_interval)),
     };
-    match Vmm::new(config).and_then(Vmm::run) {
-        Ok(outcome) => {
-            eprintln!("vmm: {outcome}");
+    let symbols = match cli.system_map.as_deref().map(SymbolMap::load).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vmm: error: {}", error_chain(&e));
+            return ExitCode::from(EXIT_HOST_ERROR as u8);
+        }
+    };
+    let result = Vmm::new(config).and_then(|vm| {
+        let profile = vm.profile();
+        vm.run().map(|outcome| (outcome, profile))
+    });
+    match result {
+        Ok((outcome, profile)) => {
+            if let (Some(path), Some(profile)) = (&cli.profile, profile) {
+                let report = profile.report(symbols.as_ref(), 50);
+                if let Err(e) = std::fs::write(path, report) {
+                    eprintln!("vmm: cannot write the profile to {}: {e}", path.display());
+                }
+            }
+            match (outcome.rip(), &symbols) {
+                (Some(rip), Some(map)) => eprintln!("vmm: {outcome} ({})", map.describe(rip)),
+                _ => eprintln!("vmm: {outcome}"),
+            }
             ExitCode::from(outcome.exit_code() as u8)
         }
         Err(e) => {

@@ -13,6 +13,7 @@ use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::exit::{handle_exit, InternalError, VcpuAction, VcpuStop};
+use crate::profile::RipProfile;
 use crate::x86_64::{cpuid, interrupts, msr, regs};
 
 /// Errors from creating or starting a vCPU.
@@ -153,6 +154,8 @@ pub struct VcpuShared {
     pub reports: Sender<VcpuReport>,
     /// Written after a report, to wake the event loop.
     pub wake: Arc<EventFd>,
+    /// Where a kicked vCPU records its instruction pointer, when profiling.
+    pub profile: Option<RipProfile>,
 }
 
 /// Starts the run loop of `vcpu` on its own thread.
@@ -176,7 +179,13 @@ fn run_loop(id: u8, mut vcpu: VcpuFd, shared: VcpuShared) {
                 VcpuAction::Stop(stop) => break stop,
             },
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                // Kicked: the loop head checks whether to stop.
+                // Kicked: to sample the instruction pointer, or to stop
+                // (the loop head checks).
+                if let Some(profile) = &shared.profile {
+                    if let Ok(regs) = vcpu.get_regs() {
+                        profile.record(regs.rip);
+                    }
+                }
             }
             Err(e) => break VcpuStop::Unexpected(format!("KVM_RUN failed: {e}")),
         }
