@@ -187,7 +187,7 @@ impl Vmm {
                 max: max_vcpus,
             });
         }
-        let vm = vm::create_vm(&kvm, &mem)?;
+        let vm = vm::create_vm(&kvm, &mem, config.pit)?;
         let stop = Arc::new(StopRequest::new().map_err(|e| Error::EventLoop(e.to_string()))?);
         let serial_irq = eventfd()?;
         vm.register_irqfd(&serial_irq, SERIAL_IRQ)
@@ -306,6 +306,7 @@ impl Vmm {
         let stopping = Arc::new(AtomicBool::new(false));
         let wake = Arc::new(eventfd()?);
         let (reports_tx, reports) = channel();
+        let (exited_tx, exited) = channel();
         let watcher = Arc::new(Mutex::new(Waker(vec![
             self.stop
                 .event()
@@ -320,6 +321,8 @@ impl Vmm {
             pio: Arc::new(std::mem::take(&mut self.pio)),
             mmio: Arc::new(std::mem::take(&mut self.mmio)),
             stopping: stopping.clone(),
+            stop_request: self.stop.clone(),
+            exited: exited_tx,
             reports: reports_tx,
             wake,
             profile: self.profile(),
@@ -330,7 +333,7 @@ impl Vmm {
             match vcpu::spawn_vcpu(id as u8, fd, shared.clone()) {
                 Ok(t) => threads.push(t),
                 Err(e) => {
-                    stop_vcpus(&stopping, threads);
+                    stop_vcpus(&stopping, threads, &exited);
                     return Err(e.into());
                 }
             }
@@ -339,7 +342,7 @@ impl Vmm {
             spawn_console_input(self.serial.clone(), stopping.clone());
         }
         let outcome = self.wait(start, &reports, &threads);
-        stop_vcpus(&stopping, threads);
+        stop_vcpus(&stopping, threads, &exited);
         if let Err(e) = self
             .serial
             .lock()
@@ -415,19 +418,23 @@ fn outcome_of(report: VcpuReport) -> Outcome {
 /// Tells the vCPU threads to stop, kicks them out of KVM_RUN until they
 /// do, and joins them. A thread that does not stop within 5 s is left
 /// behind with an error logged (the process is about to end anyway).
-fn stop_vcpus(stopping: &AtomicBool, threads: Vec<VcpuThread>) {
+fn stop_vcpus(stopping: &AtomicBool, threads: Vec<VcpuThread>, exited: &Receiver<u8>) {
     stopping.store(true, Ordering::Release);
     let give_up = Instant::now() + Duration::from_secs(5);
-    for t in threads {
-        while !t.is_finished() && Instant::now() < give_up {
-            t.kick();
-            std::thread::sleep(Duration::from_millis(1));
+    let mut running = threads;
+    while !running.is_empty() && Instant::now() < give_up {
+        running.iter().for_each(VcpuThread::kick);
+        // A kick can land just before the thread enters KVM_RUN; kick again
+        // unless it reports its end soon.
+        if let Ok(id) = exited.recv_timeout(Duration::from_millis(2)) {
+            if let Some(i) = running.iter().position(|t| t.id == id) {
+                // It has left its loop: joining does not block for long.
+                running.swap_remove(i).join();
+            }
         }
-        if t.is_finished() {
-            t.join();
-        } else {
-            log::error!("vCPU {} did not stop", t.id);
-        }
+    }
+    for t in running {
+        log::error!("vCPU {} did not stop", t.id);
     }
 }
 

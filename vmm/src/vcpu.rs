@@ -6,6 +6,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 
+use devices::legacy::StopRequest;
 use devices::Bus;
 use kvm_bindings::CpuId;
 use kvm_ioctls::{VcpuFd, VmFd};
@@ -128,11 +129,6 @@ impl VcpuThread {
         }
     }
 
-    /// Whether the thread has ended.
-    pub fn is_finished(&self) -> bool {
-        self.handle.is_finished()
-    }
-
     /// Waits for the thread (which must have ended or been told to).
     pub fn join(self) {
         if self.handle.join().is_err() {
@@ -150,6 +146,11 @@ pub struct VcpuShared {
     pub mmio: Arc<Bus>,
     /// Set when the VM is stopping: the thread leaves its loop.
     pub stopping: Arc<AtomicBool>,
+    /// A device or the host asked the VM to stop: the thread leaves its
+    /// loop without waiting to be kicked.
+    pub stop_request: Arc<StopRequest>,
+    /// Each thread sends its vCPU id here when it ends.
+    pub exited: Sender<u8>,
     /// Where the thread reports why it stopped the VM.
     pub reports: Sender<VcpuReport>,
     /// Written after a report, to wake the event loop.
@@ -168,9 +169,19 @@ pub fn spawn_vcpu(id: u8, vcpu: VcpuFd, shared: VcpuShared) -> Result<VcpuThread
     Ok(VcpuThread { id, handle })
 }
 
+/// Tells the VMM that a vCPU thread ended, however it ends.
+struct ExitNotice(u8, Sender<u8>);
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.1.send(self.0);
+    }
+}
+
 fn run_loop(id: u8, mut vcpu: VcpuFd, shared: VcpuShared) {
+    let _notice = ExitNotice(id, shared.exited.clone());
     let stop = loop {
-        if shared.stopping.load(Ordering::Acquire) {
+        if shared.stopping.load(Ordering::Acquire) || shared.stop_request.is_requested() {
             return;
         }
         match vcpu.run() {
