@@ -7,6 +7,8 @@
 //! features and receives its queues, their notification events and an
 //! interrupt handle when the driver sets DRIVER_OK (`VirtioDevice::activate`).
 
+pub mod net;
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -46,7 +48,10 @@ pub struct ActivateContext {
 impl fmt::Debug for ActivateContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ActivateContext")
-            .field("queues", &self.queues.iter().map(|q| q.0).collect::<Vec<_>>())
+            .field(
+                "queues",
+                &self.queues.iter().map(|q| q.0).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
