@@ -300,6 +300,7 @@ mod tests {
     use virtio_queue::mock::MockSplitQueue;
 
     use super::*;
+    use crate::virtio::net::test_util;
 
     const NEXT: u16 = VRING_DESC_F_NEXT as u16;
     const WRITE: u16 = VRING_DESC_F_WRITE as u16;
@@ -321,7 +322,7 @@ mod tests {
         }
         vq.avail().ring().ref_at(0).unwrap().store(u16::to_le(head));
         vq.avail().idx().store(u16::to_le(1));
-        let mut q: Queue = vq.create_queue().unwrap();
+        let mut q = test_util::queue(&vq);
         let chain = pop(&mut q, &m, 0)?.expect("one chain");
         let mut out = ChainBuf::new();
         walk(chain, &m, &mut out).map(|()| out)
@@ -390,7 +391,7 @@ mod tests {
         let m = mem();
         let vq = MockSplitQueue::new(&m, 16);
         vq.avail().idx().store(u16::to_le(17));
-        let mut q: Queue = vq.create_queue().unwrap();
+        let mut q = test_util::queue(&vq);
         assert!(matches!(
             pop(&mut q, &m, 3),
             Err(RingError::AvailRing { queue: 3, .. })

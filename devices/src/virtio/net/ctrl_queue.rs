@@ -118,6 +118,7 @@ mod tests {
     use crate::virtio::net::config_space::ConfigFields;
     use crate::virtio::net::features::default_mask;
     use crate::virtio::net::rx_filter::RxFilter;
+    use crate::virtio::net::test_util;
 
     const NEXT: u16 = VRING_DESC_F_NEXT as u16;
     const W: u16 = VRING_DESC_F_WRITE as u16;
@@ -150,7 +151,7 @@ mod tests {
             descs.push(RawDescriptor::from(Descriptor::new(base + 0x800, 1, W, 0)));
         }
         vq.add_desc_chains(&descs, 0).unwrap();
-        let mut q: Queue = vq.create_queue().unwrap();
+        let mut q = test_util::queue(&vq);
         let mut filter = RxFilter::default();
         let mut fields = ConfigFields {
             mac: [0x52, 0x54, 0, 0, 0, 1],
@@ -184,12 +185,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(pass.used as usize, commands.len());
-        assert_eq!(vq.used().idx().load() as usize, commands.len());
+        let used = test_util::used(&m, &vq);
+        assert_eq!(used.len(), commands.len());
         assert_eq!(counters.ctrl_commands as usize, commands.len());
         let acks = (0..commands.len())
             .map(|i| {
-                let e = vq.used().ring().ref_at(i).unwrap().load();
-                assert_eq!(e.len(), 1, "the ack byte is the used length");
+                assert_eq!(used[i].1, 1, "the ack byte is the used length");
                 m.read_obj::<u8>(GuestAddress(0x1_0800 + i as u64 * 0x1000))
                     .unwrap()
             })
@@ -226,7 +227,7 @@ mod tests {
             0,
         )
         .unwrap();
-        let mut q: Queue = vq.create_queue().unwrap();
+        let mut q = test_util::queue(&vq);
         let (mut filter, mut pairs, mut offloads) =
             (RxFilter::default(), 1, GuestOffloads::default());
         let mut fields = ConfigFields {

@@ -1,14 +1,61 @@
 //! The virtio-net device (virtio 1.2 section 5.1): feature bits chosen bit by
 //! bit, configuration space, queue processing and runtime link control.
+//!
+//! # Using it from a VMM
+//!
+//! ```no_run
+//! use devices::event_log::EventLog;
+//! use devices::virtio::net::{NetConfig, NetDevice};
+//!
+//! let cfg: NetConfig = "backend=tap,features=-status,id=net0".parse()?;
+//! let log = EventLog::to_file("events.jsonl".as_ref())?;
+//! let (dev, _peer) = NetDevice::from_config(cfg, log)?;
+//! let control = dev.control(); // for the control socket thread
+//! let handler = dev.event_handler(); // event_manager.add_subscriber(Arc::new(Mutex::new(handler)))
+//! // hand `dev` to the transport as its VirtioDevice
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Design
+//!
+//! * One state behind one lock ([`state`]), seen three ways: the transport's
+//!   [`NetDevice`] (a [`crate::virtio::VirtioDevice`]), the event loop's
+//!   [`NetEventHandler`] and the control socket's [`NetControl`].
+//!   Interrupts are raised after the lock is released.
+//! * Descriptor processing is in plain functions ([`tx`], [`rx`],
+//!   [`ctrl_queue`] over [`chain`]), tested with virtio-queue's
+//!   `MockSplitQueue` and the in-memory backend.
+//! * A guest mistake that breaks a ring (a chain that loops or points
+//!   outside guest memory, an available index that jumps) puts the device
+//!   in DEVICE_NEEDS_RESET with a configuration interrupt; a bad frame or
+//!   command is dropped or answered VIRTIO_NET_ERR, counted and logged.
+//! * Receive steering: every frame goes to the first receive queue (the
+//!   spec lets the device choose); transmit queues of every pair work.
+//! * The link is the user's cable: it survives resets, and while it is
+//!   down no frames flow.
 
 pub mod chain;
 pub mod config;
 pub mod config_space;
 pub mod ctrl;
 pub mod ctrl_queue;
+mod device;
 pub mod features;
+mod handler;
 pub mod pass;
 pub mod rx;
 pub mod rx_filter;
+mod state;
 pub mod status;
 pub mod tx;
+
+#[cfg(test)]
+mod test_util;
+#[cfg(test)]
+mod tests;
+
+pub use config::{MacAddr, NetConfig, Transport};
+pub use device::{NetControl, NetDevice, NetError};
+pub use handler::NetEventHandler;
+pub use state::{LinkChange, LinkError, ProcessError};
+pub use status::{Counters, NetStatus};

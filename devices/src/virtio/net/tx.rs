@@ -185,6 +185,7 @@ mod tests {
     use super::*;
     use crate::net::memory::MemoryBackend;
     use crate::virtio::net::features::{default_mask, mask};
+    use crate::virtio::net::test_util;
 
     fn mem() -> GuestMemoryMmap {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap()
@@ -253,7 +254,7 @@ mod tests {
             RawDescriptor::from(Descriptor::new(0x6000, 60, 0, 0)),
         ];
         vq.build_desc_chain(&descs).unwrap();
-        let mut q: Queue = vq.create_queue().unwrap();
+        let mut q = test_util::queue(&vq);
         let mut rig = Rig::new();
         let pass = rig.run(&mut q, &m, default_mask());
         assert_eq!(pass.used, 1);
@@ -264,8 +265,7 @@ mod tests {
         assert_eq!(sent[0].hdr, hdr);
         assert_eq!(rig.counters.tx_frames, 1);
         assert_eq!(rig.counters.tx_bytes, 100);
-        assert_eq!(vq.used().idx().load(), 1);
-        assert_eq!(vq.used().ring().ref_at(0).unwrap().load().len(), 0);
+        assert_eq!(test_util::used(&m, &vq), vec![(0, 0)]);
     }
 
     #[test]
@@ -274,7 +274,7 @@ mod tests {
         let vq = MockSplitQueue::new(&m, 16);
         vq.build_desc_chain(&[RawDescriptor::from(Descriptor::new(0x4000, 72, 0, 0))])
             .unwrap();
-        let mut q: Queue = vq.create_queue().unwrap();
+        let mut q = test_util::queue(&vq);
         let mut rig = Rig::new();
         rig.link_up = false;
         assert_eq!(rig.run(&mut q, &m, default_mask()).used, 1);
@@ -291,7 +291,7 @@ mod tests {
         m.write_slice(&data, GuestAddress(0x400a)).unwrap();
         vq.build_desc_chain(&[RawDescriptor::from(Descriptor::new(0x4000, 70, 0, 0))])
             .unwrap();
-        let mut q: Queue = vq.create_queue().unwrap();
+        let mut q = test_util::queue(&vq);
         let mut rig = Rig::new();
         rig.run(&mut q, &m, 0);
         assert_eq!(rig.peer.take_sent()[0].data, data);
@@ -323,7 +323,7 @@ mod tests {
             RawDescriptor::from(Descriptor::new(0x8000, 80, VRING_DESC_F_WRITE as u16, 0)),
         ];
         vq.build_multiple_desc_chains(&descs).unwrap();
-        let mut q: Queue = vq.create_queue().unwrap();
+        let mut q = test_util::queue(&vq);
         let mut rig = Rig::new();
         let acked = default_mask() & !mask(VIRTIO_NET_F_HOST_TSO4);
         let pass = rig.run(&mut q, &m, acked);
@@ -347,7 +347,7 @@ mod tests {
         let vq = MockSplitQueue::new(&m, 16);
         vq.build_desc_chain(&[RawDescriptor::from(Descriptor::new(0x4000, 80, 0, 0))])
             .unwrap();
-        let mut q: Queue = vq.create_queue().unwrap();
+        let mut q = test_util::queue(&vq);
         rig.run(&mut q, &m, default_mask());
         assert_eq!(rig.peer.take_sent().len(), 1);
     }
