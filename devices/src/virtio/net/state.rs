@@ -1,6 +1,9 @@
 //! The device state behind one lock, shared by the transport (through
 //! [`super::NetDevice`]), the event loop ([`super::NetEventHandler`]) and
-//! the control socket ([`super::NetControl`]).
+//! the control socket ([`super::NetControl`]); here are its set-up, the
+//! transport-facing operations (features, config space, activation, reset)
+//! and the status report. Queue processing is in `process`, link control
+//! in `link`.
 //!
 //! Interrupts are collected while the lock is held and raised after it is
 //! released ([`Shared::with`]), so a transport whose interrupt code takes
@@ -12,86 +15,28 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::json;
 use virtio_bindings::virtio_config::VIRTIO_CONFIG_S_FAILED;
 use virtio_bindings::virtio_net::{
-    VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_NET_F_MAC,
-    VIRTIO_NET_F_MQ, VIRTIO_NET_F_STATUS,
+    VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ,
+    VIRTIO_NET_F_STATUS,
 };
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::chain::RingError;
 use super::config::NetConfig;
 use super::config_space::{self, ConfigFields, WriteOutcome};
-use super::ctrl::{CtrlContext, CtrlEffect};
-use super::ctrl_queue::{self, CtrlScratch};
+use super::ctrl_queue::CtrlScratch;
 use super::features::{self, has, FeatureSet};
 use super::pass::{Faults, Negotiated, Pass};
-use super::rx::{self, RxContext, RxScratch, RX_BUDGET};
+use super::rx::RxScratch;
 use super::rx_filter::RxFilter;
 use super::status::{device_status_names, Counters, NetStatus, QueueStats};
-use super::tx::{self, TxScratch};
+use super::tx::TxScratch;
 use crate::event_log::EventLog;
 use crate::net::{Backend, GuestOffloads};
 use crate::virtio::{ActivateContext, ActivateError, VirtioInterrupt, VirtioInterruptType};
 
 /// Guest faults logged per activation before the log only counts them.
-const FAULTS_LOGGED: u32 = 32;
-
-/// Why a runtime link or announce request was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum LinkError {
-    /// STATUS is not offered: there is no status field.
-    #[error("the device does not offer VIRTIO_NET_F_STATUS, the guest cannot be told about link changes")]
-    StatusNotOffered,
-    /// GUEST_ANNOUNCE is not offered.
-    #[error("the device does not offer VIRTIO_NET_F_GUEST_ANNOUNCE, the guest cannot be asked to announce itself")]
-    AnnounceNotOffered,
-    /// GUEST_ANNOUNCE without STATUS: the ANNOUNCE bit has nowhere to go.
-    #[error("the device does not offer VIRTIO_NET_F_STATUS, so the ANNOUNCE bit cannot be shown to the guest")]
-    AnnounceWithoutStatus,
-    /// No driver runs the device.
-    #[error("the driver has not set DRIVER_OK, so there is no driver to announce")]
-    NotActive,
-    /// The driver did not negotiate the feature and would ignore the request.
-    #[error("the driver did not negotiate VIRTIO_NET_F_{0}, so it would ignore the request")]
-    NotNegotiated(&'static str),
-}
-
-/// What a successful `set_link` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LinkChange {
-    /// The status field changed and one configuration interrupt was raised.
-    Notified,
-    /// The link already was in that state: nothing changed, no interrupt.
-    Unchanged,
-    /// The status field changed; no driver runs yet, it reads the field
-    /// when it starts.
-    NotStarted,
-    /// The status field changed; the driver did not negotiate STATUS, so
-    /// it was not interrupted.
-    NotNegotiated,
-}
-
-/// Why a queue was not processed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProcessError {
-    /// The driver has not set DRIVER_OK.
-    #[error("queue {0} was notified before the driver set DRIVER_OK")]
-    NotActive(u16),
-    /// The device waits for a reset.
-    #[error("the device needs a reset; queue {0} is not processed")]
-    NeedsReset(u16),
-    /// No such queue.
-    #[error("queue {0} does not exist")]
-    NoSuchQueue(u16),
-    /// The driver did not enable the queue.
-    #[error("queue {0} was not enabled by the driver")]
-    NotEnabled(u16),
-    /// The queue is broken; the device now needs a reset.
-    #[error("the device needs a reset: {0}")]
-    Ring(#[from] RingError),
-}
+pub(super) const FAULTS_LOGGED: u32 = 32;
 
 /// What a queue does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +50,7 @@ pub enum Role {
 }
 
 impl Role {
-    fn name(self) -> String {
+    pub(super) fn name(self) -> String {
         match self {
             Self::Rx(p) => format!("rx{p}"),
             Self::Tx(p) => format!("tx{p}"),
@@ -149,21 +94,19 @@ pub(crate) struct Active {
     pub(crate) evts: Vec<(u16, EventFd)>,
     pub(crate) neg: Negotiated,
     pub(crate) ctrl_index: Option<u16>,
+    /// Queue pairs the driver may use: all with MQ, one without.
+    pub(crate) pairs: u16,
     /// The event loop still has to run a first pass over every queue.
     pub(crate) kick: bool,
 }
 
 impl Active {
-    fn role(&self, idx: u16) -> Option<Role> {
+    pub(super) fn role(&self, idx: u16) -> Option<Role> {
         if Some(idx) == self.ctrl_index {
             return Some(Role::Ctrl);
         }
         let pair = idx / 2;
-        let pairs = match self.ctrl_index {
-            Some(c) => c / 2,
-            None => (self.queues.len() / 2) as u16,
-        };
-        (pair < pairs).then_some(if idx % 2 == 0 {
+        (pair < self.pairs).then_some(if idx % 2 == 0 {
             Role::Rx(pair)
         } else {
             Role::Tx(pair)
@@ -179,7 +122,7 @@ pub(crate) struct NetState {
     pub(crate) acked: u64,
     pub(crate) device_status: u8,
     pub(crate) fields: ConfigFields,
-    initial_mac: [u8; 6],
+    pub(super) initial_mac: [u8; 6],
     pub(crate) generation: u32,
     pub(crate) needs_reset: bool,
     pub(crate) filter: RxFilter,
@@ -194,11 +137,11 @@ pub(crate) struct NetState {
     /// An RX pass stopped at its budget; the event loop runs another.
     pub(crate) rx_more: bool,
     pub(crate) counters: Counters,
-    queue_stats: Vec<QueueStats>,
-    faults_logged: u32,
-    tx: TxScratch,
-    rx: RxScratch,
-    ctrl: CtrlScratch,
+    pub(super) queue_stats: Vec<QueueStats>,
+    pub(super) faults_logged: u32,
+    pub(super) tx: TxScratch,
+    pub(super) rx: RxScratch,
+    pub(super) ctrl: CtrlScratch,
     pub(crate) log: EventLog,
 }
 
@@ -311,7 +254,7 @@ impl NetState {
         2 * usize::from(cfg.queue_pairs) + usize::from(has(cfg.features, VIRTIO_NET_F_CTRL_VQ))
     }
 
-    fn raise_config(&mut self, irqs: &mut Irqs, why: &str) {
+    pub(super) fn raise_config(&mut self, irqs: &mut Irqs, why: &str) {
         let Some(active) = &self.active else {
             return;
         };
@@ -325,7 +268,7 @@ impl NetState {
         );
     }
 
-    fn raise_queue(&mut self, irqs: &mut Irqs, idx: u16) {
+    pub(super) fn raise_queue(&mut self, irqs: &mut Irqs, idx: u16) {
         let Some(active) = &self.active else {
             return;
         };
@@ -351,7 +294,7 @@ impl NetState {
         self.raise_config(irqs, "needs_reset");
     }
 
-    fn log_faults(&mut self, queue: u16, faults: &Faults) {
+    pub(super) fn log_faults(&mut self, queue: u16, faults: &Faults) {
         for fault in &faults.kept {
             if self.faults_logged < FAULTS_LOGGED {
                 self.faults_logged += 1;
@@ -371,7 +314,7 @@ impl NetState {
         }
     }
 
-    fn note_pass(&mut self, idx: u16, pass: Pass, irqs: &mut Irqs) {
+    pub(super) fn note_pass(&mut self, idx: u16, pass: Pass, irqs: &mut Irqs) {
         if let Some(s) = self.queue_stats.get_mut(usize::from(idx)) {
             if s.chains == 0 && pass.used > 0 {
                 let role = s.role.clone();
@@ -390,7 +333,7 @@ impl NetState {
         }
     }
 
-    fn log_backend_error(&mut self, direction: &str, error: Option<String>) {
+    pub(super) fn log_backend_error(&mut self, direction: &str, error: Option<String>) {
         if let Some(e) = error {
             let count = if direction == "tx" {
                 self.counters.tx_errors
@@ -436,7 +379,7 @@ impl NetState {
         );
     }
 
-    fn set_guest_offloads(&mut self, offloads: GuestOffloads) {
+    pub(super) fn set_guest_offloads(&mut self, offloads: GuestOffloads) {
         self.guest_offloads = offloads;
         if let Err(e) = self.backend.set_guest_offloads(offloads) {
             self.event(
@@ -568,13 +511,14 @@ impl NetState {
                 return fail(self, irqs, ActivateError::MissingQueue(required));
             }
         }
-        let ctrl_index = has(self.acked, VIRTIO_NET_F_CTRL_VQ).then(|| {
-            if has(self.acked, VIRTIO_NET_F_MQ) {
-                2 * self.cfg.queue_pairs
-            } else {
-                2
-            }
-        });
+        // virtio 1.2 section 5.1.2: the control queue follows the last
+        // pair, which is the first one unless MQ is negotiated.
+        let pairs = if has(self.acked, VIRTIO_NET_F_MQ) {
+            self.cfg.queue_pairs
+        } else {
+            1
+        };
+        let ctrl_index = has(self.acked, VIRTIO_NET_F_CTRL_VQ).then_some(2 * pairs);
         let active = Active {
             mem,
             interrupt,
@@ -582,6 +526,7 @@ impl NetState {
             evts,
             neg,
             ctrl_index,
+            pairs,
             kick: true,
         };
         // Indexed by queue index; queues the driver did not enable keep an
@@ -646,76 +591,6 @@ impl NetState {
         self.queue_stats.clear();
     }
 
-    // ----- Runtime control -----
-
-    pub(crate) fn set_link(&mut self, irqs: &mut Irqs, up: bool) -> Result<LinkChange, LinkError> {
-        if !has(self.offered, VIRTIO_NET_F_STATUS) {
-            self.event(
-                log::Level::Warn,
-                "link_change_refused",
-                json!({ "up": up, "why": LinkError::StatusNotOffered.to_string() }),
-            );
-            return Err(LinkError::StatusNotOffered);
-        }
-        if self.fields.link_up == up {
-            return Ok(LinkChange::Unchanged);
-        }
-        self.fields.link_up = up;
-        self.generation = self.generation.wrapping_add(1);
-        let outcome = match &self.active {
-            None => LinkChange::NotStarted,
-            Some(_) if !has(self.acked, VIRTIO_NET_F_STATUS) => LinkChange::NotNegotiated,
-            Some(_) => LinkChange::Notified,
-        };
-        self.event(
-            log::Level::Info,
-            "link_change",
-            json!({
-                "up": up,
-                "outcome": outcome,
-                "config_status": config_space::status_word(&self.fields),
-                "generation": self.generation,
-            }),
-        );
-        if outcome == LinkChange::Notified {
-            self.raise_config(irqs, "link_change");
-        }
-        Ok(outcome)
-    }
-
-    pub(crate) fn announce(&mut self, irqs: &mut Irqs) -> Result<(), LinkError> {
-        let refused = if !has(self.offered, VIRTIO_NET_F_GUEST_ANNOUNCE) {
-            Some(LinkError::AnnounceNotOffered)
-        } else if !has(self.offered, VIRTIO_NET_F_STATUS) {
-            Some(LinkError::AnnounceWithoutStatus)
-        } else if self.active.is_none() {
-            Some(LinkError::NotActive)
-        } else if !has(self.acked, VIRTIO_NET_F_GUEST_ANNOUNCE) {
-            Some(LinkError::NotNegotiated("GUEST_ANNOUNCE"))
-        } else if !has(self.acked, VIRTIO_NET_F_STATUS) {
-            Some(LinkError::NotNegotiated("STATUS"))
-        } else {
-            None
-        };
-        if let Some(e) = refused {
-            self.event(
-                log::Level::Warn,
-                "announce_refused",
-                json!({ "why": e.to_string() }),
-            );
-            return Err(e);
-        }
-        self.fields.announce = true;
-        self.generation = self.generation.wrapping_add(1);
-        self.event(
-            log::Level::Info,
-            "announce",
-            json!({ "config_status": config_space::status_word(&self.fields) }),
-        );
-        self.raise_config(irqs, "announce");
-        Ok(())
-    }
-
     pub(crate) fn status(&self) -> NetStatus {
         NetStatus {
             id: self.name.clone(),
@@ -750,223 +625,6 @@ impl NetState {
                 .cloned()
                 .collect(),
             backend: self.backend.status(),
-        }
-    }
-
-    // ----- Queue processing -----
-
-    /// The driver notified queue `idx`.
-    pub(crate) fn notified(&mut self, irqs: &mut Irqs, idx: u16) -> Result<(), ProcessError> {
-        self.counters.queue_notifications += 1;
-        if let Some(s) = self.queue_stats.get_mut(usize::from(idx)) {
-            s.notifications += 1;
-        }
-        if self.needs_reset {
-            return Err(ProcessError::NeedsReset(idx));
-        }
-        if self.active.is_none() {
-            if self.faults_logged < FAULTS_LOGGED {
-                self.faults_logged += 1;
-                self.event(
-                    log::Level::Warn,
-                    "guest_fault",
-                    json!({ "queue": idx, "fault": "queue notified before DRIVER_OK; ignored" }),
-                );
-            }
-            self.counters.guest_faults += 1;
-            return Err(ProcessError::NotActive(idx));
-        }
-        self.process_queue(irqs, idx)
-    }
-
-    /// Runs the pass that queue `idx` needs.
-    pub(crate) fn process_queue(&mut self, irqs: &mut Irqs, idx: u16) -> Result<(), ProcessError> {
-        if self.needs_reset {
-            return Err(ProcessError::NeedsReset(idx));
-        }
-        let Some(active) = &self.active else {
-            return Err(ProcessError::NotActive(idx));
-        };
-        let role = active.role(idx).ok_or(ProcessError::NoSuchQueue(idx))?;
-        if active
-            .queues
-            .get(usize::from(idx))
-            .and_then(Option::as_ref)
-            .is_none()
-        {
-            return Err(ProcessError::NotEnabled(idx));
-        }
-        let result = match role {
-            Role::Tx(_) => self.run_tx(irqs, idx),
-            Role::Rx(0) => self.run_rx(irqs),
-            // Frames are only steered to the first pair; other receive
-            // queues just collect buffers.
-            Role::Rx(_) => Ok(()),
-            Role::Ctrl => self.run_ctrl(irqs, idx),
-        };
-        if let Err(e) = &result {
-            self.enter_needs_reset(irqs, &e.to_string());
-        }
-        result.map_err(ProcessError::Ring)
-    }
-
-    fn run_tx(&mut self, irqs: &mut Irqs, idx: u16) -> Result<(), RingError> {
-        let mut faults = Faults::default();
-        let link_up = self.fields.link_up;
-        let Self {
-            active,
-            backend,
-            tx,
-            counters,
-            ..
-        } = self;
-        let Some(a) = active else { return Ok(()) };
-        let Some(Some(q)) = a.queues.get_mut(usize::from(idx)) else {
-            return Ok(());
-        };
-        let r = tx::process_tx(
-            q,
-            idx,
-            &a.mem,
-            &a.neg,
-            link_up,
-            backend.as_mut(),
-            tx,
-            counters,
-            &mut faults,
-        );
-        self.log_faults(idx, &faults);
-        let err = self.tx.last_error.take();
-        self.log_backend_error("tx", err);
-        let pass = r?;
-        self.note_pass(idx, pass, irqs);
-        Ok(())
-    }
-
-    /// Moves frames from the backend into the first receive queue.
-    pub(crate) fn run_rx(&mut self, irqs: &mut Irqs) -> Result<(), RingError> {
-        let mut faults = Faults::default();
-        let ctx = RxContext {
-            filter: &self.filter,
-            mac: self.fields.mac,
-            offloads: self.guest_offloads,
-            budget: RX_BUDGET,
-            link_up: self.fields.link_up,
-        };
-        let Some(a) = &mut self.active else {
-            return Ok(());
-        };
-        let Some(Some(q)) = a.queues.get_mut(0) else {
-            return Ok(());
-        };
-        let r = rx::process_rx(
-            q,
-            0,
-            &a.mem,
-            &a.neg,
-            &ctx,
-            self.backend.as_mut(),
-            &mut self.rx,
-            &mut self.counters,
-            &mut faults,
-        );
-        self.log_faults(0, &faults);
-        let err = self.rx.last_error.take();
-        self.log_backend_error("rx", err);
-        let pass = r?;
-        self.rx_more = pass.more;
-        self.note_pass(0, pass, irqs);
-        Ok(())
-    }
-
-    /// Receives for a backend wake-up: into the guest when it runs, into
-    /// the void (counted) when it does not.
-    pub(crate) fn backend_readable(&mut self, irqs: &mut Irqs) {
-        self.backend.rx_event_consumed();
-        if self.active.is_some() && !self.needs_reset {
-            if let Err(e) = self.run_rx(irqs) {
-                self.enter_needs_reset(irqs, &e.to_string());
-            }
-            return;
-        }
-        let (dropped, errors) = self.rx.discard(self.backend.as_mut(), RX_BUDGET);
-        self.counters.rx_dropped += dropped;
-        self.counters.rx_errors += errors;
-        if dropped == RX_BUDGET as u64 {
-            self.rx_more = true;
-        }
-    }
-
-    fn run_ctrl(&mut self, irqs: &mut Irqs, idx: u16) -> Result<(), RingError> {
-        let mut faults = Faults::default();
-        let mut answered = Vec::new();
-        let Some(a) = &mut self.active else {
-            return Ok(());
-        };
-        let Some(Some(q)) = a.queues.get_mut(usize::from(idx)) else {
-            return Ok(());
-        };
-        let mut ctx = CtrlContext {
-            acked: self.acked,
-            max_pairs: self.cfg.queue_pairs,
-            filter: &mut self.filter,
-            fields: &mut self.fields,
-            vq_pairs: &mut self.vq_pairs,
-            guest_offloads: &mut self.guest_offloads,
-        };
-        let r = ctrl_queue::process_ctrl(
-            q,
-            idx,
-            &a.mem,
-            &a.neg,
-            &mut ctx,
-            &mut self.ctrl,
-            &mut self.counters,
-            &mut faults,
-            &mut answered,
-        );
-        self.log_faults(idx, &faults);
-        for a in answered {
-            match &a.result {
-                Ok(effect) => {
-                    self.event(
-                        log::Level::Info,
-                        "ctrl_command",
-                        json!({ "command": a.what, "ok": true, "effect": format!("{effect:?}") }),
-                    );
-                    match effect {
-                        CtrlEffect::AnnounceAcked | CtrlEffect::MacAddr(_) => {
-                            self.generation = self.generation.wrapping_add(1);
-                        }
-                        CtrlEffect::GuestOffloads(o) => self.set_guest_offloads(*o),
-                        _ => {}
-                    }
-                }
-                Err(e) => self.event(
-                    log::Level::Warn,
-                    "ctrl_command",
-                    json!({ "command": a.what, "ok": false, "error": e.to_string() }),
-                ),
-            }
-        }
-        let pass = r?;
-        self.note_pass(idx, pass, irqs);
-        Ok(())
-    }
-
-    /// The first pass after activation: frames the driver queued before
-    /// the event loop watched the queues.
-    pub(crate) fn kick_all(&mut self, irqs: &mut Irqs) {
-        let Some(active) = &mut self.active else {
-            return;
-        };
-        if !std::mem::take(&mut active.kick) {
-            return;
-        }
-        let indices: Vec<u16> = active.evts.iter().map(|(i, _)| *i).collect();
-        for idx in indices {
-            // Errors were handled (NEEDS_RESET) inside.
-            let _ = self.process_queue(irqs, idx);
         }
     }
 }

@@ -843,3 +843,135 @@ fn loopback_backend_echoes_through_the_event_loop() {
     m.read_slice(&mut got, GuestAddress(0x20_000c)).unwrap();
     assert_eq!(got, f);
 }
+
+// ----- Multiqueue, interrupt suppression without EVENT_IDX, TAP -----
+
+#[test]
+fn second_queue_pair_transmits_and_vq_pairs_set_is_answered() {
+    let m = guest_mem();
+    let cfg = NetConfig::parse("backend=memory,queue-pairs=2").unwrap();
+    let (backend, peer) = MemoryBackend::pair(16).unwrap();
+    let (log, _buf) = EventLog::in_memory();
+    let mut dev = NetDevice::new(cfg, Box::new(backend), log).unwrap();
+    assert_eq!(dev.queue_max_sizes().len(), 5, "rx0 tx0 rx1 tx1 ctrl");
+    let vqs: Vec<MockSplitQueue<'_, GuestMemoryMmap>> = (0..5)
+        .map(|i| MockSplitQueue::create(&m, GuestAddress(0x1_0000 * i), 16))
+        .collect();
+    dev.set_acked_features(default_mask() | mask(VIRTIO_NET_F_MQ));
+    let irq = Arc::new(Recorder::default());
+    dev.activate(ActivateContext {
+        mem: m.clone(),
+        interrupt: irq.clone(),
+        queues: vqs
+            .iter()
+            .enumerate()
+            .map(|(i, vq)| (i as u16, test_util::queue(vq)))
+            .collect(),
+        queue_evts: (0..5)
+            .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
+            .collect(),
+    })
+    .unwrap();
+    // Control queue is index 4 (2 * max_virtqueue_pairs) with MQ.
+    m.write_slice(&[4, 0, 2, 0], GuestAddress(0x10_0000))
+        .unwrap();
+    vqs[4]
+        .add_desc_chains(
+            &[
+                RawDescriptor::from(Descriptor::new(0x10_0000, 4, NEXT, 1)),
+                RawDescriptor::from(Descriptor::new(0x10_0100, 1, W, 0)),
+            ],
+            0,
+        )
+        .unwrap();
+    dev.process_queue(4).unwrap();
+    assert_eq!(
+        m.read_obj::<u8>(GuestAddress(0x10_0100)).unwrap(),
+        VIRTIO_NET_OK as u8
+    );
+    assert_eq!(dev.status().queue_pairs, 2);
+    // tx1 is queue 3.
+    let mut bytes = NetHdr::default().to_bytes(0).to_vec();
+    bytes.extend_from_slice(&frame(60, 0));
+    m.write_slice(&bytes, GuestAddress(0x11_0000)).unwrap();
+    vqs[3]
+        .add_desc_chains(
+            &[RawDescriptor::from(Descriptor::new(
+                0x11_0000,
+                bytes.len() as u32,
+                0,
+                0,
+            ))],
+            0,
+        )
+        .unwrap();
+    dev.process_queue(3).unwrap();
+    assert_eq!(peer.take_sent().len(), 1);
+    let roles: Vec<String> = dev.status().queues.iter().map(|q| q.role.clone()).collect();
+    assert_eq!(roles, vec!["rx0", "tx0", "rx1", "tx1", "ctrl"]);
+}
+
+#[test]
+fn no_interrupt_flag_and_notify_on_empty_without_event_idx() {
+    let m = guest_mem();
+    let mut rig = Rig::new(&m, "backend=memory,features=+notify_on_empty");
+    let acked = without(&[virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX]);
+    let notify_on_empty = mask(virtio_bindings::virtio_config::VIRTIO_F_NOTIFY_ON_EMPTY);
+    rig.start(acked).unwrap();
+    // The driver sets VRING_AVAIL_F_NO_INTERRUPT (the avail ring's flags).
+    m.write_obj(1u16, rig.tx.avail_addr()).unwrap();
+    rig.send(0x10_0000, NetHdr::default(), &frame(60, 0));
+    rig.dev.process_queue(1).unwrap();
+    assert_eq!(rig.used(1).len(), 1);
+    assert!(
+        rig.irq.take().is_empty(),
+        "the driver asked for no interrupt"
+    );
+
+    // With NOTIFY_ON_EMPTY the device interrupts once the ring is empty.
+    let m2 = guest_mem();
+    let mut rig = Rig::new(&m2, "backend=memory,features=+notify_on_empty");
+    rig.start(acked | notify_on_empty).unwrap();
+    m2.write_obj(1u16, rig.tx.avail_addr()).unwrap();
+    rig.send(0x10_0000, NetHdr::default(), &frame(60, 0));
+    rig.dev.process_queue(1).unwrap();
+    assert_eq!(rig.irq.take(), vec![VirtioInterruptType::Queue(1)]);
+}
+
+#[test]
+fn tap_backend_gets_the_acked_guest_offloads() {
+    let Some(tap) = (match crate::net::tap::Tap::open(None) {
+        Ok(t) => Some(t),
+        Err(crate::net::BackendError::Open { source, .. }) => {
+            eprintln!("SKIPPED: cannot open /dev/net/tun ({source}); TAP offloads untested here");
+            None
+        }
+        Err(e) => panic!("TAP creation failed although /dev/net/tun opened: {e:?}"),
+    }) else {
+        return;
+    };
+    let m = guest_mem();
+    let cfg = NetConfig::parse("backend=tap").unwrap();
+    let mut dev = NetDevice::new(cfg, Box::new(tap), EventLog::disabled()).unwrap();
+    // Offered: the default set, with TSO4/TSO6/ECN. Acked: CSUM + TSO6 only.
+    let acked = without(&[VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_ECN]);
+    dev.set_acked_features(acked);
+    let st = dev.status();
+    assert!(
+        st.backend.backend.starts_with("tap:tap"),
+        "{}",
+        st.backend.backend
+    );
+    assert_eq!(
+        st.backend.guest_offloads.bits(),
+        mask(VIRTIO_NET_F_GUEST_CSUM) | mask(VIRTIO_NET_F_GUEST_TSO6),
+        "the TAP follows what was acked, not what was offered"
+    );
+    dev.reset();
+    assert_eq!(
+        dev.status().backend.guest_offloads.bits(),
+        0,
+        "reset clears them"
+    );
+    drop(m);
+}
