@@ -104,7 +104,9 @@ impl Driver<'_> {
             .unwrap();
     }
 
-    /// Reclaims the used ring; returns how many chains came back.
+    /// Reclaims the used ring and, as Linux does, asks for an interrupt
+    /// at the next used buffer (`used_event`); returns how many chains
+    /// came back.
     fn reclaim(&mut self) -> u16 {
         let used: u16 = self
             .mem
@@ -112,6 +114,10 @@ impl Driver<'_> {
             .unwrap();
         let n = used.wrapping_sub(self.used_seen);
         self.used_seen = used;
+        let used_event = self.ring.avail + 4 + 2 * u64::from(QSIZE);
+        self.mem
+            .store(used, GuestAddress(used_event), Ordering::Release)
+            .unwrap();
         n
     }
 }

@@ -132,8 +132,8 @@ const fn f(
 /// widely used implementation), minus UFO (dropped by Linux 4.14, refused by
 /// some TAP drivers) and minus MQ, MTU and SPEED_DUPLEX, which the
 /// configuration adds when it sets more than one queue pair or an MTU.
-/// Firecracker and Cloud Hypervisor offer a subset of these (no STATUS, no
-/// control-queue RX/VLAN/announce).
+/// Firecracker offers a subset (offloads, MRG_RXBUF, EVENT_IDX, MAC; no
+/// STATUS and no control queue); check a VMM's source before comparing.
 #[rustfmt::skip]
 pub const FEATURES: &[Feature] = &[
     f(VIRTIO_NET_F_CSUM, "csum", "VIRTIO_NET_F_CSUM", true, true, "device handles frames with partial checksum"),

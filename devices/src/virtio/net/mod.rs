@@ -18,7 +18,7 @@
 //!
 //! # Design
 //!
-//! * One state behind one lock ([`state`]), seen three ways: the transport's
+//! * One state behind one lock (module `state`), seen three ways: the transport's
 //!   [`NetDevice`] (a [`crate::virtio::VirtioDevice`]), the event loop's
 //!   [`NetEventHandler`] and the control socket's [`NetControl`].
 //!   Interrupts are raised after the lock is released.
@@ -33,6 +33,29 @@
 //!   spec lets the device choose); transmit queues of every pair work.
 //! * The link is the user's cable: it survives resets, and while it is
 //!   down no frames flow.
+//!
+//! # Event log entries
+//!
+//! Each line (see [`crate::event_log`]) has `t_us`, `source` (the device
+//! id) and `event`, one of:
+//!
+//! | event | when | main fields |
+//! |---|---|---|
+//! | `features_offered` | device created | `offered` {bits, value, names}, `not_offered_by_default`, `added_to_defaults`, `allow_invalid`, `backend`, `mac`, `mtu` |
+//! | `features_acked` | FEATURES_OK | `acked`, `offered_not_acked`, `status_negotiated` |
+//! | `device_status` | every status byte change | `old`, `new`, `set`, `cleared` (bit names) |
+//! | `driver_failed` | the driver set FAILED | |
+//! | `activated` | DRIVER_OK | `queues`, `hdr_len`, `mrg_rxbuf`, `event_idx`, `link_up` |
+//! | `reset` | device reset | `was_active`, per-queue `queues`, `counters` |
+//! | `config_interrupt` | a configuration interrupt is raised | `why` (`link_change`, `announce`, `needs_reset`), `generation` |
+//! | `link_change` / `link_change_refused` | `set_link` | `up`, `outcome` or `why` |
+//! | `announce` / `announce_refused` | `announce` | `config_status` or `why` |
+//! | `ctrl_command` | each control command | `command`, `ok`, `effect` or `error` |
+//! | `queue_active` | first chain used on a queue since activation | `queue`, `role` |
+//! | `guest_fault` | a malformed request survived (first 32 per activation) | `queue`, `fault` |
+//! | `needs_reset` | the device enters DEVICE_NEEDS_RESET | `why` |
+//! | `backend_error` | the backend failed (first, then every 1000th) | `direction`, `error`, `count` |
+//! | `config_write` | the driver changed the MAC in config space | `offset`, `len`, `mac` |
 
 pub mod chain;
 pub mod config;
