@@ -424,12 +424,27 @@ mod tests {
     }
 
     #[test]
-    fn named_tap_keeps_its_name() {
-        let Some(tap) = open_or_skip(Some("vnlab-test0")) else {
+    fn a_down_interface_drops_frames_without_error() {
+        let Some(mut tap) = open_or_skip(None) else {
             return;
         };
-        assert_eq!(tap.name(), "vnlab-test0");
-        assert_eq!(tap.describe(), "tap:vnlab-test0");
+        let out = frame(b"nobody listens");
+        assert_eq!(
+            tap.send(&NetHdr::default(), &out).unwrap(),
+            SendOutcome::Dropped
+        );
+        assert_eq!(tap.status().dropped, 1);
+    }
+
+    #[test]
+    fn named_tap_keeps_its_name() {
+        // Unique per process, so parallel test runs do not collide.
+        let name = format!("vnlab{}", std::process::id());
+        let Some(tap) = open_or_skip(Some(&name)) else {
+            return;
+        };
+        assert_eq!(tap.name(), name);
+        assert_eq!(tap.describe(), format!("tap:{name}"));
         assert!(matches!(
             Tap::open(Some("bad/name")),
             Err(BackendError::BadTapName(_))
