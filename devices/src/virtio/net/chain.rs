@@ -10,7 +10,9 @@
 //! device drops the frame or answers VIRTIO_NET_ERR and carries on.
 
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+};
 
 /// A guest mistake that breaks a queue: the device needs a reset.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -198,6 +200,20 @@ pub fn add_used(
         })
 }
 
+/// Whether `addr..addr + len` (len > 0) lies in guest memory. The common
+/// case, a buffer inside one region, is a single lookup; buffers that span
+/// regions take vm-memory's general (slower) check.
+fn in_guest_memory(mem: &GuestMemoryMmap, addr: GuestAddress, len: u32) -> bool {
+    let Some(last) = addr.0.checked_add(u64::from(len) - 1) else {
+        return false;
+    };
+    match mem.find_region(addr) {
+        Some(r) if last <= r.last_addr().0 => true,
+        Some(_) => GuestMemoryBackend::check_range(mem, addr, len as usize),
+        None => false,
+    }
+}
+
 /// Walks `chain` into `out`, checking every buffer.
 pub fn walk(
     chain: DescriptorChain<&GuestMemoryMmap>,
@@ -220,7 +236,7 @@ pub fn walk(
             continue;
         }
         let addr = desc.addr();
-        if !GuestMemoryBackend::check_range(mem, addr, len as usize) {
+        if !in_guest_memory(mem, addr, len) {
             return Err(RingError::OutsideMemory {
                 head,
                 addr: addr.0,
@@ -247,6 +263,18 @@ pub fn walk(
     Ok(())
 }
 
+/// The host view of `len` bytes at `addr` when they lie in one region:
+/// the fast path for buffer copies, which skips vm-memory's general
+/// multi-region iterator (a third of the per-frame time otherwise).
+fn region_slice(
+    mem: &GuestMemoryMmap,
+    addr: GuestAddress,
+    len: usize,
+) -> Option<vm_memory::VolatileSlice<'_, ()>> {
+    let (region, offset) = mem.to_region_addr(addr)?;
+    region.get_slice(offset, len).ok()
+}
+
 /// Copies the first `dst.len()` readable bytes of the chain into `dst`.
 /// Callers check `readable_len` first; the buffers were checked by `walk`.
 pub fn read_into(
@@ -260,7 +288,13 @@ pub fn read_into(
             break;
         }
         let n = (seg.len as usize).min(dst.len() - done);
-        mem.read_slice(&mut dst[done..done + n], seg.addr)?;
+        let out = &mut dst[done..done + n];
+        match region_slice(mem, seg.addr, n) {
+            Some(slice) => {
+                slice.copy_to(out);
+            }
+            None => mem.read_slice(out, seg.addr)?,
+        }
         done += n;
     }
     Ok(())
@@ -286,7 +320,12 @@ pub fn write_at(
         }
         let room = (len - offset) as usize;
         let n = room.min(src.len() - done);
-        mem.write_slice(&src[done..done + n], seg.addr.unchecked_add(offset))?;
+        let at = seg.addr.unchecked_add(offset);
+        let part = &src[done..done + n];
+        match region_slice(mem, at, n) {
+            Some(slice) => slice.copy_from(part),
+            None => mem.write_slice(part, at)?,
+        }
         done += n;
         offset = 0;
     }
@@ -396,6 +435,48 @@ mod tests {
             pop(&mut q, &m, 3),
             Err(RingError::AvailRing { queue: 3, .. })
         ));
+    }
+
+    #[test]
+    fn memory_checks_cover_region_edges() {
+        let m = GuestMemoryMmap::from_ranges(&[
+            (GuestAddress(0), 0x1000),
+            (GuestAddress(0x1000), 0x1000),
+            (GuestAddress(0x4000), 0x1000),
+        ])
+        .unwrap();
+        assert!(in_guest_memory(&m, GuestAddress(0xfff), 1));
+        assert!(
+            in_guest_memory(&m, GuestAddress(0xf00), 0x200),
+            "spans two adjacent regions"
+        );
+        assert!(
+            !in_guest_memory(&m, GuestAddress(0x1f00), 0x200),
+            "runs into a hole"
+        );
+        assert!(!in_guest_memory(&m, GuestAddress(0x3000), 1), "in the hole");
+        assert!(in_guest_memory(&m, GuestAddress(0x4000), 0x1000));
+        assert!(!in_guest_memory(&m, GuestAddress(0x4000), 0x1001));
+        assert!(!in_guest_memory(&m, GuestAddress(u64::MAX), 2), "wraps");
+    }
+
+    #[test]
+    fn copies_across_a_region_boundary_take_the_slow_path() {
+        let m = GuestMemoryMmap::from_ranges(&[
+            (GuestAddress(0), 0x1000),
+            (GuestAddress(0x1000), 0x1000),
+        ])
+        .unwrap();
+        let segs = [Segment {
+            addr: GuestAddress(0xff0),
+            len: 0x20,
+        }];
+        let data: Vec<u8> = (0..0x20).collect();
+        assert_eq!(write_at(&m, &segs, 0, &data).unwrap(), 0x20);
+        let mut out = vec![0u8; 0x20];
+        read_into(&m, &segs, &mut out).unwrap();
+        assert_eq!(out, data);
+        assert_eq!(m.read_obj::<u8>(GuestAddress(0x1000)).unwrap(), 0x10);
     }
 
     #[test]

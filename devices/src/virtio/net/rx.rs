@@ -149,8 +149,9 @@ enum Delivery {
     Delivered(u32),
     /// The guest's buffers cannot hold it; this many chains went back empty.
     Dropped(u32, GuestFault),
-    /// Not enough buffers: nothing consumed, try again later.
-    NoBuffers,
+    /// Not enough buffers: nothing consumed, try again later. `seen` is
+    /// the available index the device found exhausted.
+    NoBuffers { seen: u16 },
 }
 
 /// Writes bytes `from..from + n` of `hdr ++ frame` into `segs`.
@@ -199,7 +200,10 @@ fn deliver(
 
     if !neg.mrg_rxbuf {
         let Some(c) = chain::pop(q, mem, qidx)? else {
-            return Ok(Delivery::NoBuffers);
+            // `pop` found the available index equal to next_avail.
+            return Ok(Delivery::NoBuffers {
+                seen: q.next_avail(),
+            });
         };
         chain::walk(c, mem, &mut s.chain)?;
         let head = s.chain.head;
@@ -226,8 +230,9 @@ fn deliver(
         let Some(c) = chain::pop(q, mem, qidx)? else {
             // Give the chains back untouched (the driver has not seen them
             // used) and wait for more.
+            let seen = q.next_avail();
             q.set_next_avail(start);
-            return Ok(Delivery::NoBuffers);
+            return Ok(Delivery::NoBuffers { seen });
         };
         chain::walk(c, mem, &mut s.chain)?;
         let head = s.chain.head;
@@ -252,14 +257,18 @@ fn deliver(
         s.used.push((head, n as u32));
         written += n;
     }
+    // The header went out with num_buffers = 1; correct it for frames
+    // that took more buffers.
     let num_buffers = s.used.len() as u16;
-    if let Err(e) = chain::write_at(
-        mem,
-        &s.first,
-        NUM_BUFFERS_OFFSET,
-        &num_buffers.to_le_bytes(),
-    ) {
-        return give_back_empty(q, qidx, mem, s, memory_fault(e));
+    if num_buffers > 1 {
+        if let Err(e) = chain::write_at(
+            mem,
+            &s.first,
+            NUM_BUFFERS_OFFSET,
+            &num_buffers.to_le_bytes(),
+        ) {
+            return give_back_empty(q, qidx, mem, s, memory_fault(e));
+        }
     }
     for (head, len) in &s.used {
         chain::add_used(q, mem, qidx, *head, *len)?;
@@ -324,7 +333,6 @@ pub fn process_rx(
         let Some((hdr, len)) = s.pending else {
             continue;
         };
-        let before = pass::avail_idx(q, mem, qidx)?;
         match deliver(q, qidx, mem, neg, &hdr, &s.frame[..len], &mut s.work)? {
             Delivery::Delivered(chains) => {
                 s.pending = None;
@@ -339,11 +347,11 @@ pub fn process_rx(
                 counters.guest_faults += 1;
                 faults.push(fault);
             }
-            Delivery::NoBuffers => {
+            Delivery::NoBuffers { seen } => {
                 // Ask for a notification, then look again: buffers added
                 // before the request took effect would not notify us.
                 pass::enable_notification(q, mem, qidx)?;
-                if pass::avail_idx(q, mem, qidx)? == before {
+                if pass::avail_idx(q, mem, qidx)? == seen {
                     break;
                 }
             }
