@@ -975,3 +975,37 @@ fn tap_backend_gets_the_acked_guest_offloads() {
     );
     drop(m);
 }
+
+#[test]
+fn link_changes_from_another_thread_while_traffic_flows() {
+    let m = guest_mem();
+    let mut rig = Rig::new(&m, "backend=memory");
+    rig.start(default_mask()).unwrap();
+    let control = rig.dev.control();
+    let flipper = std::thread::spawn(move || {
+        let mut notified = 0;
+        for i in 0..1000 {
+            if control.set_link(i % 2 == 1) == Ok(LinkChange::Notified) {
+                notified += 1;
+            }
+        }
+        notified
+    });
+    for round in 0..8u64 {
+        rig.send(0x10_0000 + round * 0x1000, NetHdr::default(), &frame(60, 0));
+        rig.dev.process_queue(1).unwrap();
+    }
+    let notified = flipper.join().unwrap();
+    assert_eq!(notified, 1000, "every call changed the link");
+    let config_irqs = rig
+        .irq
+        .take()
+        .into_iter()
+        .filter(|k| *k == VirtioInterruptType::Config)
+        .count();
+    assert_eq!(config_irqs, 1000, "one configuration interrupt per change");
+    let st = rig.dev.status();
+    assert!(st.link_up);
+    assert_eq!(st.counters.tx_frames + st.counters.tx_dropped, 8);
+    assert_eq!(rig.used(1).len(), 8);
+}
