@@ -185,10 +185,7 @@ mod tests {
         }
         assert_eq!(
             bus.insert(dev(), 0x200, 0).unwrap_err(),
-            BusError::InvalidRange {
-                base: 0x200,
-                len: 0
-            }
+            BusError::InvalidRange { base: 0x200, len: 0 }
         );
         assert!(bus.insert(dev(), u64::MAX, 2).is_err());
         // Adjacent ranges are fine.

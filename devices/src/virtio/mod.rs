@@ -48,10 +48,7 @@ pub struct ActivateContext {
 impl fmt::Debug for ActivateContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ActivateContext")
-            .field(
-                "queues",
-                &self.queues.iter().map(|q| q.0).collect::<Vec<_>>(),
-            )
+            .field("queues", &self.queues.iter().map(|q| q.0).collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
