@@ -274,6 +274,38 @@ impl Backend for Tap {
     }
 }
 
+/// Opens a TAP for a test, or says loudly why this machine cannot
+/// (`SKIPPED: ...` on stderr) and returns `None`. With `VNETLAB_REQUIRE`
+/// set to `all` or a list containing `tap` (as CI does), a missing TAP is a
+/// failure instead.
+#[cfg(test)]
+pub(crate) fn open_for_test(name: Option<&str>) -> Option<Tap> {
+    let reason = match Tap::open(name) {
+        Ok(t) => return Some(t),
+        Err(BackendError::Open { source, .. }) => format!("cannot open {TUN_PATH} ({source})"),
+        Err(BackendError::Ioctl { what, source }) if source.raw_os_error() == Some(libc::EPERM) => {
+            format!("{what} is not permitted (needs CAP_NET_ADMIN)")
+        }
+        Err(e) => panic!("TAP creation failed although {TUN_PATH} opened: {e:?}"),
+    };
+    let required = std::env::var("VNETLAB_REQUIRE").is_ok_and(|v| {
+        v.split(',')
+            .map(str::trim)
+            .any(|item| item == "all" || item == "tap")
+    });
+    if required {
+        panic!("{reason}, and VNETLAB_REQUIRE asks for tap");
+    }
+    // Straight to stderr, past libtest's output capture, so the skip shows
+    // even though the test is reported as passed.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {reason}; this TAP test did not run"
+    );
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
@@ -282,18 +314,8 @@ mod tests {
 
     const ETHERTYPE: u16 = 0x88b5; // IEEE local experimental
 
-    /// Opens a TAP or explains loudly why this machine cannot.
     fn open_or_skip(name: Option<&str>) -> Option<Tap> {
-        match Tap::open(name) {
-            Ok(t) => Some(t),
-            Err(BackendError::Open { source, .. }) => {
-                eprintln!(
-                    "SKIPPED: cannot open {TUN_PATH} ({source}); the TAP backend is untested here"
-                );
-                None
-            }
-            Err(e) => panic!("TAP creation failed although {TUN_PATH} opened: {e:?}"),
-        }
+        open_for_test(name)
     }
 
     fn frame(payload: &[u8]) -> Vec<u8> {

@@ -179,7 +179,7 @@ impl VirtioDevice for NetDevice {
 
     fn activate(&mut self, ctx: ActivateContext) -> std::result::Result<(), ActivateError> {
         let max = self.queue_sizes.first().copied().unwrap_or(0);
-        let r = self.shared.with(|st, irqs| st.activate(irqs, ctx, max));
+        let r = self.shared.lock().activate(ctx, max);
         // The event loop now watches the new queue events and runs a
         // first pass over them.
         self.shared.wake_handler();

@@ -444,7 +444,6 @@ impl NetState {
 
     pub(crate) fn activate(
         &mut self,
-        irqs: &mut Irqs,
         ctx: ActivateContext,
         max_size: u16,
     ) -> Result<(), ActivateError> {
@@ -461,17 +460,18 @@ impl NetState {
             queues,
             queue_evts,
         } = ctx;
-        let fail = |st: &mut Self, irqs: &mut Irqs, e: ActivateError| {
+        // A failed activation leaves the device in DEVICE_NEEDS_RESET. The
+        // transport learns of it from the error and raises the
+        // configuration interrupt itself (as the lab's transports do), so
+        // the device does not raise a second one.
+        let fail = |st: &mut Self, e: ActivateError| {
             st.needs_reset = true;
             st.counters.needs_reset += 1;
             st.event(
                 log::Level::Error,
                 "needs_reset",
-                json!({ "why": e.to_string() }),
+                json!({ "why": e.to_string(), "during": "activation" }),
             );
-            irqs.target = Some(interrupt.clone());
-            irqs.config = true;
-            st.counters.config_interrupts += 1;
             Err(e)
         };
         if queues.len() != queue_evts.len() {
@@ -480,7 +480,7 @@ impl NetState {
                 queues.len(),
                 queue_evts.len()
             ));
-            return fail(self, irqs, e);
+            return fail(self, e);
         }
         let mut slots: Vec<Option<Queue>> = (0..count).map(|_| None).collect();
         let mut evts = Vec::with_capacity(queue_evts.len());
@@ -500,7 +500,7 @@ impl NetState {
                 None
             };
             if let Some(why) = why {
-                return fail(self, irqs, ActivateError::InvalidQueue(idx, why));
+                return fail(self, ActivateError::InvalidQueue(idx, why));
             }
             q.set_event_idx(neg.event_idx);
             slots[usize::from(idx)] = Some(q);
@@ -508,7 +508,7 @@ impl NetState {
         }
         for required in [0u16, 1] {
             if slots[usize::from(required)].is_none() {
-                return fail(self, irqs, ActivateError::MissingQueue(required));
+                return fail(self, ActivateError::MissingQueue(required));
             }
         }
         // virtio 1.2 section 5.1.2: the control queue follows the last
