@@ -9,6 +9,7 @@ pub mod layout;
 pub mod loader;
 pub mod machine;
 pub mod memory;
+pub mod netdev;
 pub mod outcome;
 pub mod profile;
 pub mod symbols;

@@ -9,7 +9,9 @@ use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use devices::event_log::EventLog;
 use devices::legacy::{DebugExit, Serial, StopReason, StopRequest, DEBUG_EXIT_PORT, I8042};
+use devices::virtio::net::NetControl;
 use devices::Bus;
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
@@ -19,11 +21,13 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::config::{SerialTarget, VmConfig};
+use crate::control::{ControlServer, Controllable};
 use crate::exit::VcpuStop;
 use crate::layout::{
     CMDLINE_START, HIMEM_START, I8042_PORT, MPTABLE_START, SERIAL_IRQ, SERIAL_PORT, ZERO_PAGE_START,
 };
 use crate::loader::{self, LoadedKernel};
+use crate::netdev;
 use crate::outcome::Outcome;
 use crate::profile::RipProfile;
 use crate::vcpu::{self, BootEntry, VcpuReport, VcpuShared, VcpuThread};
@@ -80,6 +84,15 @@ pub enum Error {
     /// The serial output file.
     #[error("cannot open the serial output file {}", .0.display())]
     SerialFile(std::path::PathBuf, #[source] std::io::Error),
+    /// The network devices.
+    #[error(transparent)]
+    Net(#[from] netdev::Error),
+    /// The event log file.
+    #[error("cannot create the event log {}", .0.display())]
+    EventLogFile(std::path::PathBuf, #[source] std::io::Error),
+    /// The control socket.
+    #[error(transparent)]
+    Control(#[from] crate::control::ServerError),
     /// An eventfd or the event loop.
     #[error("event loop error: {0}")]
     EventLoop(String),
@@ -105,7 +118,7 @@ impl Stopper {
 pub struct Vmm {
     // Field order is drop order: vCPUs and the VM before the memory.
     vcpus: Vec<VcpuFd>,
-    vm: VmFd,
+    vm: Arc<VmFd>,
     _kvm: Kvm,
     mem: GuestMemoryMmap,
     pio: Bus,
@@ -117,6 +130,8 @@ pub struct Vmm {
     stdin: bool,
     kernel: LoadedKernel,
     profile: Option<(RipProfile, Duration)>,
+    net_controls: Vec<NetControl>,
+    _control: Option<ControlServer>,
 }
 
 impl std::fmt::Debug for Vmm {
@@ -150,6 +165,11 @@ impl Vmm {
     /// loads the kernel, writes the boot structures, adds the legacy
     /// devices and creates the vCPUs.
     pub fn new(config: VmConfig) -> Result<Self, Error> {
+        let plan = netdev::Plan::new(&config.nets)?;
+        let cmdline = std::iter::once(config.cmdline.trim().to_owned())
+            .chain(plan.cmdline())
+            .collect::<Vec<_>>()
+            .join(" ");
         let ram = memory::ram_ranges(config.memory_mib)?;
         let mem = memory::create_guest_memory(config.memory_mib)?;
         let kernel = loader::load_kernel(&mem, &config.kernel)?;
@@ -158,7 +178,12 @@ impl Vmm {
             .as_deref()
             .map(|p| loader::load_initrd(&mem, p, &kernel))
             .transpose()?;
-        let cmdline_len = loader::load_cmdline(&mem, CMDLINE_START, &config.cmdline, &kernel)?;
+        // An empty user command line stays an error even when devices add
+        // to it.
+        if config.cmdline.trim().is_empty() {
+            return Err(loader::Error::CmdlineEmpty.into());
+        }
+        let cmdline_len = loader::load_cmdline(&mem, CMDLINE_START, &cmdline, &kernel)?;
         let boot_info = bootparams::BootInfo {
             setup_header: kernel.setup_header,
             cmdline_addr: CMDLINE_START,
@@ -172,7 +197,7 @@ impl Vmm {
             MPTABLE_START,
             (HIMEM_START - MPTABLE_START) as usize,
             config.vcpus,
-            &[],
+            &plan.pci_irqs(),
         )?;
         let cr3 = paging::setup_identity_map(&mem)?;
         regs::write_gdt_idt(&mem)?;
@@ -187,7 +212,7 @@ impl Vmm {
                 max: max_vcpus,
             });
         }
-        let vm = vm::create_vm(&kvm, &mem, config.pit)?;
+        let vm = Arc::new(vm::create_vm(&kvm, &mem, config.pit)?);
         let stop = Arc::new(StopRequest::new().map_err(|e| Error::EventLoop(e.to_string()))?);
         let serial_irq = eventfd()?;
         vm.register_irqfd(&serial_irq, SERIAL_IRQ)
@@ -231,7 +256,38 @@ impl Vmm {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
-        let event_manager = EventManager::new().map_err(|e| Error::EventLoop(format!("{e:?}")))?;
+        let event_log = match &config.event_log {
+            Some(path) => {
+                EventLog::to_file(path).map_err(|e| Error::EventLogFile(path.clone(), e))?
+            }
+            None => EventLog::disabled(),
+        };
+        let mut mmio = Bus::new();
+        let nets = netdev::attach(
+            &plan,
+            &config.nets,
+            &event_log,
+            &vm,
+            &mem,
+            &mut pio,
+            &mut mmio,
+        )?;
+        let mut event_manager =
+            EventManager::new().map_err(|e| Error::EventLoop(format!("{e:?}")))?;
+        for subscriber in nets.subscribers {
+            event_manager.add_subscriber(subscriber);
+        }
+        let control = match &config.control_socket {
+            Some(path) => {
+                let devices = nets
+                    .controls
+                    .iter()
+                    .map(|c| Arc::new(c.clone()) as Arc<dyn Controllable>)
+                    .collect();
+                Some(ControlServer::start(path, devices, Stopper(stop.clone()))?)
+            }
+            None => None,
+        };
         log::info!(
             "VM ready: {} MiB, {} vCPU(s), {:?} kernel entry {:#x}",
             config.memory_mib,
@@ -245,7 +301,7 @@ impl Vmm {
             _kvm: kvm,
             mem,
             pio,
-            mmio: Bus::new(),
+            mmio,
             serial,
             stop,
             event_manager,
@@ -255,6 +311,8 @@ impl Vmm {
             profile: config
                 .profile_interval
                 .map(|interval| (RipProfile::new(), interval)),
+            net_controls: nets.controls,
+            _control: control,
         })
     }
 
@@ -276,6 +334,12 @@ impl Vmm {
     /// The KVM VM, to wire irqfds and ioeventfds for added devices.
     pub fn vm_fd(&self) -> &VmFd {
         &self.vm
+    }
+
+    /// The network devices' control handles (link, announce, status), in
+    /// configuration order.
+    pub fn net_controls(&self) -> &[NetControl] {
+        &self.net_controls
     }
 
     /// The loaded kernel.
