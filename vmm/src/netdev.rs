@@ -277,10 +277,15 @@ pub fn attach(
         vm: vm.clone(),
         queues: HashMap::new(),
     };
-    for (place, net) in plan.devices.iter().zip(nets) {
+    for (index, (place, net)) in plan.devices.iter().zip(nets).enumerate() {
         let id = place.id.clone();
         let mut cfg = net.clone();
         cfg.id = Some(id.clone());
+        if cfg.mac == NetConfig::default().mac {
+            // Devices without mac= get distinct addresses: the default
+            // plus their index.
+            cfg.mac.0[5] = cfg.mac.0[5].wrapping_add(index as u8);
+        }
         let (device, _peer) =
             NetDevice::from_config(cfg, log.clone()).map_err(|e| Error::Device(id.clone(), e))?;
         attached.controls.push(device.control());
