@@ -6,7 +6,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
-use guest_images::{BuildContext, Cache, Manifest, Progress, Series, VersionPolicy};
+use guest_images::{
+    BuildContext, Cache, DriverVariant, InitramfsCompression, Manifest, Progress, Series,
+    VersionPolicy,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -41,6 +44,12 @@ enum Command {
         /// Re-hash every cached object instead of trusting verification stamps.
         #[arg(long)]
         verify_all: bool,
+        /// Initramfs compression(s) to build (repeatable; default: none and gzip).
+        #[arg(long = "initramfs", value_enum)]
+        initramfs: Vec<Compression>,
+        /// Only the kernels, no initramfs.
+        #[arg(long)]
+        kernels_only: bool,
     },
     /// Check every artifact of the last manifest against its SHA-256.
     Verify,
@@ -51,6 +60,14 @@ enum Command {
         /// Artifact id.
         id: String,
     },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Compression {
+    /// Plain newc cpio.
+    None,
+    /// gzip-compressed cpio.
+    Gzip,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -99,7 +116,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             versions,
             plain,
             verify_all,
+            initramfs,
+            kernels_only,
         } => {
+            let compressions: Vec<InitramfsCompression> = if kernels_only {
+                Vec::new()
+            } else if initramfs.is_empty() {
+                vec![InitramfsCompression::None, InitramfsCompression::Gzip]
+            } else {
+                initramfs
+                    .iter()
+                    .map(|c| match c {
+                        Compression::None => InitramfsCompression::None,
+                        Compression::Gzip => InitramfsCompression::Gzip,
+                    })
+                    .collect()
+            };
             let cache = cache.with_full_verify(verify_all);
             let progress = if plain || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
                 Progress::log()
@@ -140,6 +172,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 if !k.builtin_modules.is_empty() {
                     println!("  built in   {}", k.builtin_modules.join(", "));
+                }
+                for &c in &compressions {
+                    let g =
+                        guest_images::guest_for_kernel(&ctx, k.clone(), DriverVariant::Stock, c)
+                            .with_context(|| format!("building the {s} stock initramfs"))?;
+                    let role = format!("initramfs.{}", c.suffix());
+                    manifest.add(
+                        &cache,
+                        s,
+                        "stock",
+                        &role,
+                        &g.initramfs.object,
+                        g.initramfs.packages.clone(),
+                    );
+                    println!("  initramfs  {}", g.initramfs.path.display());
                 }
             }
             progress.finish();
