@@ -19,6 +19,7 @@ pub mod apt;
 pub mod bzimage;
 pub mod cache;
 pub mod cpio;
+pub mod driver;
 pub mod exec;
 pub mod initramfs;
 pub mod kernel;
@@ -164,7 +165,18 @@ pub fn guest_for_kernel(
     let modules = match variant {
         DriverVariant::Stock => kernel.modules.clone(),
         DriverVariant::Prefix => {
-            return Err(Error::Input("the pre-fix driver is not built yet".into()))
+            let prefix = driver::prefix_driver(ctx, &kernel)?;
+            kernel
+                .modules
+                .iter()
+                .map(|m| {
+                    if m.name == prefix.module.name {
+                        prefix.module.clone()
+                    } else {
+                        m.clone()
+                    }
+                })
+                .collect()
         }
     };
     let spec = initramfs::InitramfsSpec {

@@ -50,6 +50,9 @@ enum Command {
         /// Only the kernels, no initramfs.
         #[arg(long)]
         kernels_only: bool,
+        /// Driver variants to build initramfs for (repeatable; default: stock and prefix).
+        #[arg(long = "variant", value_parser = parse_variant)]
+        variants: Vec<DriverVariant>,
     },
     /// Check every artifact of the last manifest against its SHA-256.
     Verify,
@@ -78,6 +81,10 @@ enum Policy {
     Pinned,
     /// The newest versions apt offers.
     Latest,
+}
+
+fn parse_variant(s: &str) -> Result<DriverVariant, String> {
+    s.parse().map_err(|e: guest_images::Error| e.to_string())
 }
 
 fn parse_series(s: &str) -> Result<Series, String> {
@@ -118,7 +125,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             verify_all,
             initramfs,
             kernels_only,
+            variants,
         } => {
+            let variants = if variants.is_empty() {
+                vec![DriverVariant::Stock, DriverVariant::Prefix]
+            } else {
+                variants
+            };
             let compressions: Vec<InitramfsCompression> = if kernels_only {
                 Vec::new()
             } else if initramfs.is_empty() {
@@ -173,20 +186,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if !k.builtin_modules.is_empty() {
                     println!("  built in   {}", k.builtin_modules.join(", "));
                 }
-                for &c in &compressions {
-                    let g =
-                        guest_images::guest_for_kernel(&ctx, k.clone(), DriverVariant::Stock, c)
-                            .with_context(|| format!("building the {s} stock initramfs"))?;
-                    let role = format!("initramfs.{}", c.suffix());
-                    manifest.add(
-                        &cache,
-                        s,
-                        "stock",
-                        &role,
-                        &g.initramfs.object,
-                        g.initramfs.packages.clone(),
-                    );
-                    println!("  initramfs  {}", g.initramfs.path.display());
+                for &variant in &variants {
+                    if variant == DriverVariant::Prefix && !compressions.is_empty() {
+                        let d = guest_images::driver::prefix_driver(&ctx, &k)
+                            .with_context(|| format!("building the {s} pre-fix driver"))?;
+                        manifest.add(
+                            &cache,
+                            s,
+                            "prefix",
+                            "module:virtio_net",
+                            &d.object,
+                            d.packages.clone(),
+                        );
+                        println!("  pre-fix    {}", d.module.path.display());
+                    }
+                    for &c in &compressions {
+                        let g = guest_images::guest_for_kernel(&ctx, k.clone(), variant, c)
+                            .with_context(|| format!("building the {s} {variant} initramfs"))?;
+                        let role = format!("initramfs.{}", c.suffix());
+                        manifest.add(
+                            &cache,
+                            s,
+                            variant.as_str(),
+                            &role,
+                            &g.initramfs.object,
+                            g.initramfs.packages.clone(),
+                        );
+                        println!("  initramfs  {} ({variant})", g.initramfs.path.display());
+                    }
                 }
             }
             progress.finish();

@@ -152,3 +152,13 @@ fn stock_6_1_is_up_with_and_without_status() {
 fn stock_6_12_is_up_with_and_without_status() {
     expect(Series::V6_12, DriverVariant::Stock, "UP", "UP");
 }
+
+#[test]
+fn prefix_6_1_is_unknown_without_status_and_up_with_it() {
+    expect(Series::V6_1, DriverVariant::Prefix, "UNKNOWN", "UP");
+}
+
+#[test]
+fn prefix_6_12_is_unknown_without_status_and_up_with_it() {
+    expect(Series::V6_12, DriverVariant::Prefix, "UNKNOWN", "UP");
+}
