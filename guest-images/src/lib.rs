@@ -28,6 +28,7 @@ pub mod manifest;
 pub mod progress;
 pub mod qemu;
 mod step;
+pub mod testkernel;
 pub mod userland;
 
 use std::path::PathBuf;
@@ -194,4 +195,34 @@ pub fn guest_for_kernel(
         modules,
         initramfs,
     })
+}
+
+/// A bootable test-kernel guest: the built-in-everything 6.1 kernel and an
+/// initramfs without modules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestGuest {
+    /// The kernel build.
+    pub kernel: testkernel::TestKernel,
+    /// The initramfs (agent, busybox, ip; no modules).
+    pub initramfs: Initramfs,
+}
+
+/// Builds (or reuses) the test kernel in `variant` and its initramfs.
+pub fn test_guest(
+    ctx: &BuildContext,
+    variant: DriverVariant,
+    compression: InitramfsCompression,
+) -> Result<TestGuest> {
+    let kernel = testkernel::test_kernel(ctx, variant)?;
+    let empty = ctx.cache.store_bytes(b"", "modules.builtin")?;
+    let spec = initramfs::InitramfsSpec {
+        release: "test-6.1",
+        modules: &[],
+        modules_builtin: &ctx.cache.object_path(&empty),
+        compression,
+        default_steps: Vec::new(),
+        label: format!("test-{variant}"),
+    };
+    let initramfs = initramfs::build_initramfs(ctx, &spec)?;
+    Ok(TestGuest { kernel, initramfs })
 }

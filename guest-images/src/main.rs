@@ -50,6 +50,9 @@ enum Command {
         /// Only the kernels, no initramfs.
         #[arg(long)]
         kernels_only: bool,
+        /// Also build the minimal test kernel from linux-source-6.1 (about 6 minutes on 2 cores the first time).
+        #[arg(long)]
+        test_kernel: bool,
         /// Driver variants to build initramfs for (repeatable; default: stock and prefix).
         #[arg(long = "variant", value_parser = parse_variant)]
         variants: Vec<DriverVariant>,
@@ -126,6 +129,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             initramfs,
             kernels_only,
             variants,
+            test_kernel,
         } => {
             let variants = if variants.is_empty() {
                 vec![DriverVariant::Stock, DriverVariant::Prefix]
@@ -214,6 +218,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         );
                         println!("  initramfs  {} ({variant})", g.initramfs.path.display());
                     }
+                }
+            }
+            if test_kernel {
+                for &variant in &variants {
+                    let c = compressions
+                        .first()
+                        .copied()
+                        .unwrap_or(InitramfsCompression::None);
+                    let t = guest_images::test_guest(&ctx, variant, c)
+                        .context("building the test kernel")?;
+                    let profile = format!("test-{variant}");
+                    for (role, obj) in &t.kernel.objects {
+                        let role = role.rsplit(':').next().unwrap_or(role);
+                        manifest.add(
+                            &cache,
+                            Series::V6_1,
+                            &profile,
+                            role,
+                            obj,
+                            vec![t.kernel.package.clone()],
+                        );
+                    }
+                    let role = format!("initramfs.{}", c.suffix());
+                    manifest.add(
+                        &cache,
+                        Series::V6_1,
+                        &profile,
+                        &role,
+                        &t.initramfs.object,
+                        t.initramfs.packages.clone(),
+                    );
+                    println!("test kernel ({variant})");
+                    println!("  vmlinux    {}", t.kernel.vmlinux.display());
+                    println!("  bzImage    {}", t.kernel.bzimage.display());
+                    println!("  System.map {}", t.kernel.system_map.display());
+                    println!("  initramfs  {}", t.initramfs.path.display());
                 }
             }
             progress.finish();
