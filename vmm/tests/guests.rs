@@ -304,6 +304,76 @@ fn mmio_and_port_device() -> Result<(), Failed> {
     )
 }
 
+/// A device that panics on any access.
+struct PanickingDevice;
+
+impl BusDevice for PanickingDevice {
+    fn read(&mut self, _base: u64, _offset: u64, _data: &mut [u8]) {
+        panic!("test device bug on read");
+    }
+    fn write(&mut self, _base: u64, _offset: u64, _data: &[u8]) {
+        panic!("test device bug on write");
+    }
+}
+
+/// A device bug met on a vCPU ends the run with a report, not a hang.
+fn panicking_vcpu_device_ends_the_run() -> Result<(), Failed> {
+    const BASE: u64 = 0xd200_0000;
+    let dir = tmp();
+    let mut p = Program::new();
+    p.asm.mov(rbx, BASE)?;
+    p.asm.mov(eax, dword_ptr(rbx))?;
+    p.debug_exit(0)?;
+    let guest = p.write_elf(dir.path(), "panic.elf")?;
+    let mut config = VmConfig::new(&guest);
+    config.memory_mib = 32;
+    config.serial = SerialTarget::Null;
+    config.timeout = Some(std::time::Duration::from_secs(120));
+    let mut vm = Vmm::new(config)?;
+    vm.mmio_bus_mut()
+        .insert(Arc::new(Mutex::new(PanickingDevice)), BASE, 0x1000)?;
+    let outcome = vm.run()?;
+    ensure(
+        matches!(&outcome, Outcome::VcpuStopped(why) if why.contains("vCPU 0: the vCPU thread panicked: test device bug on read")),
+        || format!("outcome: {outcome:?}"),
+    )
+}
+
+/// An event-loop subscriber that panics as soon as it is registered.
+struct PanickingSubscriber(vmm_sys_util::eventfd::EventFd);
+
+impl event_manager::MutEventSubscriber for PanickingSubscriber {
+    fn process(&mut self, _events: event_manager::Events, _ops: &mut event_manager::EventOps) {
+        panic!("test subscriber bug");
+    }
+    fn init(&mut self, ops: &mut event_manager::EventOps) {
+        ops.add(event_manager::Events::new(
+            &self.0,
+            vmm_sys_util::epoll::EventSet::IN,
+        ))
+        .expect("watch the test eventfd");
+    }
+}
+
+/// A device bug in the event loop ends the run with a report.
+fn panicking_event_loop_device_ends_the_run() -> Result<(), Failed> {
+    let dir = tmp();
+    let guest = Program::new().hang()?.write_elf(dir.path(), "spin.elf")?;
+    let mut config = VmConfig::new(&guest);
+    config.memory_mib = 32;
+    config.serial = SerialTarget::Null;
+    config.timeout = Some(std::time::Duration::from_secs(120));
+    let mut vm = Vmm::new(config)?;
+    let evt = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK)?;
+    evt.write(1)?;
+    vm.add_subscriber(Arc::new(Mutex::new(PanickingSubscriber(evt))));
+    let outcome = vm.run()?;
+    ensure(
+        matches!(&outcome, Outcome::VcpuStopped(why) if why.contains("a device panicked: test subscriber bug")),
+        || format!("outcome: {outcome:?}"),
+    )
+}
+
 /// Bad input from the user: a clear error, exit code 1 (or clap's 2),
 /// never a panic. None of these needs KVM.
 fn bad_input() -> Result<(), Failed> {
@@ -410,6 +480,16 @@ fn main() {
         .test("internal_error", &kvm, internal_error)
         .test("serial_input", &kvm, serial_input)
         .test("two_vcpus", &kvm, two_vcpus)
-        .test("mmio_and_port_device", &kvm, mmio_and_port_device);
+        .test("mmio_and_port_device", &kvm, mmio_and_port_device)
+        .test(
+            "panicking_vcpu_device_ends_the_run",
+            &kvm,
+            panicking_vcpu_device_ends_the_run,
+        )
+        .test(
+            "panicking_event_loop_device_ends_the_run",
+            &kvm,
+            panicking_event_loop_device_ends_the_run,
+        );
     suite.run()
 }
