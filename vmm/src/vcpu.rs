@@ -109,9 +109,7 @@ fn install_kick_handler() -> Result<(), Error> {
     // Installed once per process; a failure is remembered, because kicking
     // a thread without the handler would end the process.
     static INSTALLED: OnceLock<Result<(), vmm_sys_util::errno::Error>> = OnceLock::new();
-    INSTALLED
-        .get_or_init(|| register_signal_handler(kick_signal(), kick_handler))
-        .clone()
+    (*INSTALLED.get_or_init(|| register_signal_handler(kick_signal(), kick_handler)))
         .map_err(Error::Signal)
 }
 
