@@ -154,6 +154,12 @@ impl Vmm {
     /// loads the kernel, writes the boot structures, adds the legacy
     /// devices and creates the vCPUs.
     pub fn new(config: VmConfig) -> Result<Self, Error> {
+        if config.vcpus == 0 {
+            return Err(Error::VcpuCount {
+                asked: 0,
+                max: usize::from(mptable::MAX_CPUS),
+            });
+        }
         let plan = netdev::Plan::new(&config.nets)?;
         let cmdline = std::iter::once(config.cmdline.trim().to_owned())
             .chain(plan.cmdline())
@@ -201,7 +207,9 @@ impl Vmm {
                 max: max_vcpus,
             });
         }
-        let vm = Arc::new(vm::create_vm(&kvm, &mem, config.pit)?);
+        // SAFETY: `mem` lives in the returned Vmm next to the VM, and the
+        // Vmm's field order drops the vCPUs and the VM first.
+        let vm = Arc::new(unsafe { vm::create_vm(&kvm, &mem, config.pit) }?);
         let stop = Arc::new(StopRequest::new().map_err(|e| Error::EventLoop(e.to_string()))?);
         let serial_irq = crate::run::eventfd()?;
         vm.register_irqfd(&serial_irq, SERIAL_IRQ)
