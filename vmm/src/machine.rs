@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use devices::event_log::EventLog;
 use devices::legacy::{DebugExit, Serial, StopReason, StopRequest, DEBUG_EXIT_PORT, I8042};
+use devices::net::memory::MemoryPeer;
 use devices::virtio::net::NetControl;
 use devices::Bus;
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
@@ -125,6 +126,7 @@ pub struct Vmm {
     kernel: LoadedKernel,
     profile: Option<(RipProfile, Duration)>,
     net_controls: Vec<NetControl>,
+    memory_peers: Vec<(String, MemoryPeer)>,
     _control: Option<ControlServer>,
 }
 
@@ -309,6 +311,7 @@ impl Vmm {
                 .profile_interval
                 .map(|interval| (RipProfile::new(), interval)),
             net_controls: nets.controls,
+            memory_peers: nets.memory_peers,
             _control: control,
         })
     }
@@ -337,6 +340,13 @@ impl Vmm {
     /// configuration order.
     pub fn net_controls(&self) -> &[NetControl] {
         &self.net_controls
+    }
+
+    /// Takes the test side of the `backend=memory` device `id`: inject
+    /// frames for the guest, collect what it sends.
+    pub fn take_memory_peer(&mut self, id: &str) -> Option<MemoryPeer> {
+        let i = self.memory_peers.iter().position(|(name, _)| name == id)?;
+        Some(self.memory_peers.swap_remove(i).1)
     }
 
     /// The loaded kernel.

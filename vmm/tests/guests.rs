@@ -446,6 +446,26 @@ fn bad_input() -> Result<(), Failed> {
             "1 to 254 vCPUs, not 0",
         ),
         (vec![], 2, "--kernel <PATH>"),
+        (
+            vec!["--kernel", tiny_s, "--net", "features=-guest_csum"],
+            2,
+            "guest_tso4 requires guest_csum (virtio 1.2 section 5.1.3.1)",
+        ),
+        (
+            vec!["--kernel", tiny_s, "--net", "colour=blue"],
+            2,
+            "unknown --net key `colour`",
+        ),
+        (
+            vec!["--kernel", tiny_s, "--net", "backend=memory"],
+            2,
+            "backend=memory is for tests and benchmarks",
+        ),
+        (
+            vec!["--kernel", tiny_s, "--net", "id=a", "--net", "id=a"],
+            1,
+            "two network devices are named `a`",
+        ),
     ];
     for (args, code, message) in cases {
         let out = run_vmm(&args, b"")?;
