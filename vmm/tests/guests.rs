@@ -231,14 +231,72 @@ fn serial_input() -> Result<(), Failed> {
     })
 }
 
+/// The second vCPU waits for the boot vCPU's INIT and start-up IPIs, as on
+/// a PC, then runs a real-mode trampoline that prints and raises a flag.
 fn two_vcpus() -> Result<(), Failed> {
+    const TRAMPOLINE: u64 = 0x1_0000; // start-up vector 0x10
+    const FLAG: u64 = 0x1000;
+    const LAPIC: u64 = 0xfee0_0000;
     let dir = tmp();
-    let guest = Program::new()
-        .print("bsp")?
-        .debug_exit(0)?
-        .write_elf(dir.path(), "smp.elf")?;
-    let out = expect_exit(&guest, &["--vcpus", "2"], 0, "debug-exit")?;
-    ensure(text(&out.stdout) == "bsp", || "the boot vCPU ran".into())
+
+    // The AP's code, 16-bit real mode at 0x1000:0000.
+    let mut ap = iced_x86::code_asm::CodeAssembler::new(16)?;
+    ap.mov(dx, 0x3f8u32)?;
+    ap.mov(al, u32::from(b'A'))?;
+    ap.out(dx, al)?;
+    ap.mov(byte_ptr(FLAG), 1u32)?;
+    let mut park = ap.create_label();
+    ap.set_label(&mut park)?;
+    ap.cli()?;
+    ap.hlt()?;
+    ap.jmp(park)?;
+    let ap_code = ap.assemble(TRAMPOLINE)?;
+
+    let mut p = Program::new();
+    // Copy the trampoline below 1 MiB, byte by byte.
+    for (i, b) in ap_code.iter().enumerate() {
+        p.asm.mov(byte_ptr(TRAMPOLINE + i as u64), u32::from(*b))?;
+    }
+    p.asm.mov(rbx, LAPIC)?;
+    // Enable the local APIC, then INIT and START-UP to APIC ID 1.
+    p.asm.mov(dword_ptr(rbx + 0xf0), 0x1ffu32)?;
+    p.asm.mov(dword_ptr(rbx + 0x310), 1u32 << 24)?;
+    p.asm.mov(dword_ptr(rbx + 0x300), 0x4500u32)?;
+    p.asm.mov(dword_ptr(rbx + 0x310), 1u32 << 24)?;
+    p.asm.mov(
+        dword_ptr(rbx + 0x300),
+        0x4600u32 | (TRAMPOLINE >> 12) as u32,
+    )?;
+    // Wait for the flag, a bounded number of times.
+    let mut wait = p.asm.create_label();
+    let mut failed = p.asm.create_label();
+    p.asm.mov(ecx, 5_000_000u32)?;
+    p.asm.set_label(&mut wait)?;
+    p.asm.cmp(byte_ptr(FLAG), 1)?;
+    let mut seen = p.asm.create_label();
+    p.asm.je(seen)?;
+    p.asm.dec(ecx)?;
+    p.asm.jz(failed)?;
+    p.asm.jmp(wait)?;
+    p.asm.set_label(&mut seen)?;
+    p.print(" ap ran")?;
+    p.debug_exit(0)?;
+    p.asm.set_label(&mut failed)?;
+    p.debug_exit(1)?;
+    let guest = p.write_elf(dir.path(), "smp.elf")?;
+    let out = expect_exit(
+        &guest,
+        &["--vcpus", "2", "--timeout", "60"],
+        0,
+        "debug-exit",
+    )?;
+    let stdout = text(&out.stdout);
+    ensure(stdout == "A ap ran", || {
+        format!("serial output: {stdout:?}")
+    })?;
+    ensure(!text(&out.stderr).contains("did not stop"), || {
+        format!("a vCPU was left behind: {}", text(&out.stderr))
+    })
 }
 
 /// A device that records writes and answers reads with a pattern derived
