@@ -2,9 +2,13 @@
 //! virtio_net driver does, scenario by scenario, on an engine (our VMM,
 //! QEMU, or a test double) and reports the results.
 
+pub mod check;
 pub mod engine;
 pub mod host;
 pub mod link;
+pub mod outcome;
+pub mod report;
+pub mod runner;
 pub mod scenario;
 pub mod select;
 pub mod serial;
