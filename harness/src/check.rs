@@ -57,7 +57,9 @@ pub enum CheckError {
         want: usize,
     },
     /// An observation claims to come from another step.
-    #[error("show observation {index} says it comes from step {got}, but that show step is step {want}")]
+    #[error(
+        "show observation {index} says it comes from step {got}, but that show step is step {want}"
+    )]
     ShowStep {
         /// Its position among the observations.
         index: usize,
@@ -69,7 +71,10 @@ pub enum CheckError {
 }
 
 /// Checks every expectation of `scenario` against `observation`.
-pub fn evaluate(scenario: &Scenario, observation: &Observation) -> Result<Vec<ShowCheck>, CheckError> {
+pub fn evaluate(
+    scenario: &Scenario,
+    observation: &Observation,
+) -> Result<Vec<ShowCheck>, CheckError> {
     let shows = scenario.shows();
     if observation.shows.len() != shows.len() {
         return Err(CheckError::ShowCount {
@@ -121,7 +126,13 @@ fn check_one(e: &Expectation, v: &LinkView) -> Vec<CheckItem> {
             v.state == Some(want),
         ));
     }
-    let has = |f: &str| if v.has_flag(f) { format!("has {f}") } else { format!("lacks {f}") };
+    let has = |f: &str| {
+        if v.has_flag(f) {
+            format!("has {f}")
+        } else {
+            format!("lacks {f}")
+        }
+    };
     for f in &e.flags {
         items.push(item(format!("has {f}"), Some(has(f)), v.has_flag(f)));
     }
@@ -131,9 +142,10 @@ fn check_one(e: &Expectation, v: &LinkView) -> Vec<CheckItem> {
     if let Some(want) = e.carrier_changes {
         let (text, ok) = match (want, v.carrier_changes) {
             (CarrierChanges::Exactly(n), got) => (format!("carrier_changes {n}"), got == Some(n)),
-            (CarrierChanges::AtLeast(n), got) => {
-                (format!("carrier_changes >= {n}"), got.is_some_and(|g| g >= n))
-            }
+            (CarrierChanges::AtLeast(n), got) => (
+                format!("carrier_changes >= {n}"),
+                got.is_some_and(|g| g >= n),
+            ),
         };
         items.push(item(
             text,
@@ -190,7 +202,12 @@ no-features = ["mrg_rxbuf"]
 mtu = 1500
 "#;
 
-    fn view(state: Option<Operstate>, flags: &[&str], changes: Option<u64>, features: Option<u64>) -> LinkView {
+    fn view(
+        state: Option<Operstate>,
+        flags: &[&str],
+        changes: Option<u64>,
+        features: Option<u64>,
+    ) -> LinkView {
         LinkView {
             ifindex: 2,
             name: "eth0".into(),
@@ -223,17 +240,33 @@ mtu = 1500
     #[test]
     fn items_match_differ_or_are_unobservable() {
         let s = &load_str(TEXT, std::path::Path::new("c.toml")).unwrap()[0];
-        let up = view(Some(Operstate::Up), &["UP", "LOWER_UP"], Some(2), Some(1 << 32));
+        let up = view(
+            Some(Operstate::Up),
+            &["UP", "LOWER_UP"],
+            Some(2),
+            Some(1 << 32),
+        );
         let down = view(Some(Operstate::Down), &[], Some(2), None);
         let checks = evaluate(s, &observation(vec![(1, down.clone()), (3, up)])).unwrap();
         assert_eq!(checks.len(), 2);
         assert_eq!((checks[0].label.as_str(), checks[0].step), ("before", 1));
         assert_eq!((checks[1].label.as_str(), checks[1].step), ("show 2", 3));
         assert!(checks.iter().all(|c| c.ok() == Some(true)), "{checks:#?}");
-        let expected: Vec<&str> = checks[1].items.iter().map(|i| i.expected.as_str()).collect();
+        let expected: Vec<&str> = checks[1]
+            .items
+            .iter()
+            .map(|i| i.expected.as_str())
+            .collect();
         assert_eq!(
             expected,
-            ["state UP", "has LOWER_UP", "lacks NO-CARRIER", "carrier_changes >= 1", "feature mrg_rxbuf off", "mtu 1500"]
+            [
+                "state UP",
+                "has LOWER_UP",
+                "lacks NO-CARRIER",
+                "carrier_changes >= 1",
+                "feature mrg_rxbuf off",
+                "mtu 1500"
+            ]
         );
 
         // busybox without sysfs: state not reported, so not a pass
@@ -243,7 +276,12 @@ mtu = 1500
         assert_eq!(checks[1].items[0].observed, "state not reported");
 
         // the bug: UNKNOWN, no transitions, mrg_rxbuf negotiated anyway
-        let bad = view(Some(Operstate::Unknown), &["UP", "LOWER_UP"], Some(0), Some(1 << 15));
+        let bad = view(
+            Some(Operstate::Unknown),
+            &["UP", "LOWER_UP"],
+            Some(0),
+            Some(1 << 15),
+        );
         let checks = evaluate(s, &observation(vec![(1, down.clone()), (3, bad)])).unwrap();
         assert_eq!(checks[1].ok(), Some(false));
         let wrong: Vec<&str> = checks[1]
@@ -252,7 +290,10 @@ mtu = 1500
             .filter(|i| i.ok == Some(false))
             .map(|i| i.observed.as_str())
             .collect();
-        assert_eq!(wrong, ["state UNKNOWN", "carrier_changes 0", "feature mrg_rxbuf on"]);
+        assert_eq!(
+            wrong,
+            ["state UNKNOWN", "carrier_changes 0", "feature mrg_rxbuf on"]
+        );
     }
 
     #[test]
@@ -265,7 +306,11 @@ mtu = 1500
         );
         assert_eq!(
             evaluate(s, &observation(vec![(1, v.clone()), (2, v)])),
-            Err(CheckError::ShowStep { index: 1, got: 2, want: 3 })
+            Err(CheckError::ShowStep {
+                index: 1,
+                got: 2,
+                want: 3
+            })
         );
     }
 }

@@ -90,7 +90,13 @@ pub fn run(
 fn dir_name(index: usize, name: &str) -> String {
     let safe: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{index:03}-{safe}")
 }
@@ -102,13 +108,19 @@ enum Returned {
     Overran,
 }
 
-fn call_engine(engine: &Arc<dyn Engine>, scenario: &Scenario, ctx: &RunContext, wait: Duration) -> Returned {
+fn call_engine(
+    engine: &Arc<dyn Engine>,
+    scenario: &Scenario,
+    ctx: &RunContext,
+    wait: Duration,
+) -> Returned {
     let (tx, rx) = mpsc::channel();
     let (engine, scenario, thread_ctx) = (Arc::clone(engine), scenario.clone(), ctx.clone());
     let spawned = std::thread::Builder::new()
         .name(format!("engine {}", scenario.name))
         .spawn(move || {
-            let r = std::panic::catch_unwind(AssertUnwindSafe(|| engine.run(&scenario, &thread_ctx)));
+            let r =
+                std::panic::catch_unwind(AssertUnwindSafe(|| engine.run(&scenario, &thread_ctx)));
             // The runner may have given up and dropped the receiver.
             let _ = tx.send(r);
         });
@@ -127,11 +139,18 @@ fn call_engine(engine: &Arc<dyn Engine>, scenario: &Scenario, ctx: &RunContext, 
                 .unwrap_or_else(|| "no message".into()),
         ),
         Err(mpsc::RecvTimeoutError::Timeout) => Returned::Overran,
-        Err(mpsc::RecvTimeoutError::Disconnected) => Returned::Panicked("the engine thread vanished".into()),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            Returned::Panicked("the engine thread vanished".into())
+        }
     }
 }
 
-fn run_one(engine: &Arc<dyn Engine>, scenario: &Scenario, index: usize, o: &RunOptions) -> ScenarioResult {
+fn run_one(
+    engine: &Arc<dyn Engine>,
+    scenario: &Scenario,
+    index: usize,
+    o: &RunOptions,
+) -> ScenarioResult {
     if let Err(why) = engine.supports(scenario) {
         log::info!("{}: skipped: {why}", scenario.name);
         return ScenarioResult::bare(scenario.clone(), Verdict::Skipped, why);
@@ -154,7 +173,12 @@ fn run_one(engine: &Arc<dyn Engine>, scenario: &Scenario, index: usize, o: &RunO
     result
 }
 
-fn run_in(engine: &Arc<dyn Engine>, scenario: &Scenario, dir: &Path, o: &RunOptions) -> ScenarioResult {
+fn run_in(
+    engine: &Arc<dyn Engine>,
+    scenario: &Scenario,
+    dir: &Path,
+    o: &RunOptions,
+) -> ScenarioResult {
     let ctx = RunContext::new(o.timeout, dir.to_path_buf());
     match call_engine(engine, scenario, &ctx, o.timeout + o.grace) {
         Returned::Done(Ok(observation)) => judge(scenario, observation),
@@ -243,7 +267,12 @@ fn verdict_of(checks: &[ShowCheck]) -> (Verdict, Option<String>) {
             .iter()
             .flat_map(|c| c.items.iter().map(move |i| (c, i)))
             .filter(|(_, i)| i.ok == want)
-            .map(|(c, i)| format!("at {}: expected {}, {verb} {}", c.label, i.expected, i.observed))
+            .map(|(c, i)| {
+                format!(
+                    "at {}: expected {}, {verb} {}",
+                    c.label, i.expected, i.observed
+                )
+            })
             .collect::<Vec<_>>()
             .join("; ")
     };
@@ -263,6 +292,9 @@ mod tests {
     #[test]
     fn work_directory_names_stay_inside() {
         assert_eq!(dir_name(3, "a/../b"), "003-a_.._b");
-        assert_eq!(dir_name(12, "operstate/stock-6.1/status"), "012-operstate_stock-6.1_status");
+        assert_eq!(
+            dir_name(12, "operstate/stock-6.1/status"),
+            "012-operstate_stock-6.1_status"
+        );
     }
 }

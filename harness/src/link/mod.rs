@@ -72,8 +72,17 @@ pub struct LinkView {
     /// The MAC address from the `link/ether` line, when printed.
     pub mac: Option<String>,
     /// The virtio features the guest's driver negotiated, when the engine
-    /// knows them (bit N set = feature bit N).
+    /// knows them (bit N set = feature bit N). JSON shows them as
+    /// `{"bits": "0x...", "value": N, "names": [...]}`.
+    #[serde(serialize_with = "feature_set")]
     pub features: Option<u64>,
+}
+
+fn feature_set<S: serde::Serializer>(f: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match f {
+        Some(bits) => s.serialize_some(&devices::virtio::net::features::FeatureSet::new(*bits)),
+        None => s.serialize_none(),
+    }
 }
 
 impl LinkView {

@@ -1,7 +1,7 @@
 //! JUnit XML for CI: one `testsuite` per run (named after the engine), one
 //! `testcase` per scenario with `failure`, `error` or `skipped` as its
 //! verdict says, expected-versus-observed and the raw output in
-//! `system-out`, the serial tail in `system-err`.
+//! `system-out`, and, for what did not pass, the serial tail in `system-err`.
 
 use std::fmt::Write as _;
 
@@ -47,7 +47,11 @@ fn system_out(r: &ScenarioResult) -> String {
     }
     let _ = writeln!(out, "scenario: {}", r.scenario.location);
     for row in rows(r) {
-        let _ = writeln!(out, "{}: expected {}; observed {}", row.what, row.expected, row.observed);
+        let _ = writeln!(
+            out,
+            "{}: expected {}; observed {}",
+            row.what, row.expected, row.observed
+        );
     }
     if let Some(o) = &r.observation {
         for (s, (_, label)) in o.shows.iter().zip(r.scenario.shows()) {
@@ -85,15 +89,24 @@ pub fn junit(report: &RunReport) -> String {
     attrs(&mut suites, &counts);
     let _ = w.write_event(Event::Start(suites));
     let mut suite = BytesStart::new("testsuite");
-    attrs(&mut suite, &[("name", format!("harness on {}", report.engine))]);
+    attrs(
+        &mut suite,
+        &[("name", format!("harness on {}", report.engine))],
+    );
     attrs(&mut suite, &counts);
     let _ = w.write_event(Event::Start(suite));
     let _ = w.write_event(Event::Start(BytesStart::new("properties")));
     let mut p = BytesStart::new("property");
-    attrs(&mut p, &[("name", "engine".into()), ("value", report.engine.clone())]);
+    attrs(
+        &mut p,
+        &[("name", "engine".into()), ("value", report.engine.clone())],
+    );
     let _ = w.write_event(Event::Empty(p));
     let mut p = BytesStart::new("property");
-    attrs(&mut p, &[("name", "timeout".into()), ("value", secs(report.timeout))]);
+    attrs(
+        &mut p,
+        &[("name", "timeout".into()), ("value", secs(report.timeout))],
+    );
     let _ = w.write_event(Event::Empty(p));
     let _ = w.write_event(Event::End(BytesEnd::new("properties")));
     for r in &report.results {
@@ -115,7 +128,10 @@ pub fn junit(report: &RunReport) -> String {
         let element = match r.verdict {
             Verdict::Pass => None,
             Verdict::Fail => Some(("failure", "mismatch".to_string())),
-            Verdict::Error => Some(("error", r.error_kind.clone().unwrap_or_else(|| "error".into()))),
+            Verdict::Error => Some((
+                "error",
+                r.error_kind.clone().unwrap_or_else(|| "error".into()),
+            )),
             Verdict::Skipped => None,
         };
         if let Some((tag, kind)) = element {
@@ -138,7 +154,7 @@ pub fn junit(report: &RunReport) -> String {
         let _ = w.write_event(Event::Start(BytesStart::new("system-out")));
         let _ = w.write_event(Event::Text(BytesText::new(&xml_safe(&system_out(r)))));
         let _ = w.write_event(Event::End(BytesEnd::new("system-out")));
-        if !tail.is_empty() {
+        if !tail.is_empty() && r.verdict != Verdict::Pass {
             let _ = w.write_event(Event::Start(BytesStart::new("system-err")));
             let _ = w.write_event(Event::Text(BytesText::new(&xml_safe(&tail))));
             let _ = w.write_event(Event::End(BytesEnd::new("system-err")));

@@ -43,7 +43,12 @@ pub(crate) fn rows(r: &ScenarioResult) -> Vec<Row> {
             .iter()
             .map(|c| Row {
                 what: labelled(&c.label),
-                expected: c.items.iter().map(|i| i.expected.clone()).collect::<Vec<_>>().join(", "),
+                expected: c
+                    .items
+                    .iter()
+                    .map(|i| i.expected.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 observed: c
                     .items
                     .iter()
@@ -79,14 +84,20 @@ fn expected_text(s: &Scenario, show: usize) -> String {
     parts.extend(e.flags.iter().map(|f| format!("has {f}")));
     parts.extend(e.no_flags.iter().map(|f| format!("lacks {f}")));
     match e.carrier_changes {
-        Some(crate::scenario::CarrierChanges::Exactly(n)) => parts.push(format!("carrier_changes {n}")),
+        Some(crate::scenario::CarrierChanges::Exactly(n)) => {
+            parts.push(format!("carrier_changes {n}"))
+        }
         Some(crate::scenario::CarrierChanges::AtLeast(n)) => {
             parts.push(format!("carrier_changes >= {n}"))
         }
         None => {}
     }
     parts.extend(e.features.iter().map(|f| format!("feature {} on", f.name)));
-    parts.extend(e.no_features.iter().map(|f| format!("feature {} off", f.name)));
+    parts.extend(
+        e.no_features
+            .iter()
+            .map(|f| format!("feature {} off", f.name)),
+    );
     if let Some(m) = e.mtu {
         parts.push(format!("mtu {m}"));
     }

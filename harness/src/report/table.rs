@@ -31,12 +31,28 @@ pub fn table(report: &RunReport) -> String {
                 Some(None) => Verdict::Error,
                 None => r.verdict,
             };
-            let time = if i == 0 { secs(r.elapsed) } else { String::new() };
-            lines.push([row.what, row.expected, row.observed, verdict.as_str().into(), time]);
+            let time = if i == 0 {
+                secs(r.elapsed)
+            } else {
+                String::new()
+            };
+            lines.push([
+                row.what,
+                row.expected,
+                row.observed,
+                verdict.as_str().into(),
+                time,
+            ]);
         }
     }
     let widths: Vec<usize> = (0..5)
-        .map(|c| lines.iter().map(|l| l[c].chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            lines
+                .iter()
+                .map(|l| l[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for l in &lines {
         let mut line = String::new();
@@ -49,12 +65,16 @@ pub fn table(report: &RunReport) -> String {
         }
         let _ = writeln!(out, "{}", line.trim_end());
     }
-    if report
-        .results
-        .iter()
-        .any(|r| r.checks.iter().flat_map(|c| &c.items).any(|i| i.ok == Some(false)))
-    {
-        let _ = writeln!(out, "(! marks an observed value that differs from the expectation)");
+    if report.results.iter().any(|r| {
+        r.checks
+            .iter()
+            .flat_map(|c| &c.items)
+            .any(|i| i.ok == Some(false))
+    }) {
+        let _ = writeln!(
+            out,
+            "(! marks an observed value that differs from the expectation)"
+        );
     }
     for r in report.results.iter().filter(|r| r.verdict != Verdict::Pass) {
         let _ = writeln!(
@@ -81,7 +101,11 @@ pub fn table(report: &RunReport) -> String {
         }
         if !r.serial_tail.is_empty() {
             let skip = r.serial_tail.len().saturating_sub(SERIAL_LINES);
-            let _ = writeln!(out, "  serial console, last {} lines:", r.serial_tail.len() - skip);
+            let _ = writeln!(
+                out,
+                "  serial console, last {} lines:",
+                r.serial_tail.len() - skip
+            );
             for l in &r.serial_tail[skip..] {
                 let _ = writeln!(out, "    {l}");
             }

@@ -44,11 +44,6 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
-/// Serializes a duration as its text form (for JSON reports).
-pub(crate) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_duration(*d))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -214,8 +214,7 @@ pub enum LinkState {
 }
 
 /// One step of a scenario.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Start the VM and wait for the guest to be ready.
     Boot,
@@ -233,7 +232,27 @@ pub enum Step {
     /// QEMU `set_link`).
     DeviceLink(LinkState),
     /// Wait.
-    Wait(#[serde(serialize_with = "duration::serialize")] Duration),
+    Wait(Duration),
+}
+
+impl Serialize for Step {
+    /// As the scenario file writes it: `"link-up"`, `{"wait": "500ms"}`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (key, value) = match self {
+            Self::Boot => return s.serialize_str("boot"),
+            Self::LinkUp => return s.serialize_str("link-up"),
+            Self::Show { label: None } => return s.serialize_str("show"),
+            Self::ReloadDriver => return s.serialize_str("reload-driver"),
+            Self::Show { label: Some(l) } => ("show", l.clone()),
+            Self::DeviceLink(LinkState::Up) => ("device-link", "up".to_string()),
+            Self::DeviceLink(LinkState::Down) => ("device-link", "down".to_string()),
+            Self::Wait(d) => ("wait", format_duration(*d)),
+        };
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry(key, &value)?;
+        m.end()
+    }
 }
 
 impl fmt::Display for Step {
