@@ -38,7 +38,7 @@ pub enum Behaviour {
 
 impl Behaviour {
     /// The behaviour named `kind`: `simulate`, `slow`, `hang`, `panic`,
-    /// `unsupported`, `timeout`, `vmm-crash`, `guest-panic`,
+    /// `unsupported`, `timed-out`, `vmm-crash`, `guest-panic`,
     /// `emulator-stop`, `step-failed`, `infrastructure`.
     pub fn from_kind(kind: &str) -> Result<Self, String> {
         let tail = vec!["[fake] serial line before the fault".to_string()];
@@ -48,7 +48,7 @@ impl Behaviour {
             "hang" => Self::Hang,
             "panic" => Self::Panic,
             "unsupported" => Self::Unsupported("the fake was told to refuse it".into()),
-            "timeout" => Self::Fail(EngineError::TimedOut {
+            "timed-out" => Self::Fail(EngineError::TimedOut {
                 after: Duration::from_secs(1),
                 serial_tail: tail,
             }),
@@ -78,7 +78,7 @@ impl Behaviour {
             _ => {
                 return Err(format!(
                     "unknown fake behaviour `{kind}`; use simulate, slow, hang, panic, \
-                     unsupported, timeout, vmm-crash, guest-panic, emulator-stop, step-failed \
+                     unsupported, timed-out, vmm-crash, guest-panic, emulator-stop, step-failed \
                      or infrastructure"
                 ))
             }
