@@ -184,3 +184,42 @@ fn the_interface_must_be_there() {
         Some("peer0")
     );
 }
+
+/// Every prefix of every fixture, and each with one byte changed, parses to
+/// a view or an error: never a panic.
+#[test]
+fn damaged_output_never_panics() {
+    for case in [
+        "up",
+        "unknown",
+        "down",
+        "no-carrier",
+        "lowerlayerdown",
+        "flapped-stats",
+        "flapped-details",
+    ] {
+        for tool in ["iproute2", "busybox"] {
+            let Ok(text) = std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join(format!("tests/fixtures/{tool}/{case}.txt")),
+            ) else {
+                continue;
+            };
+            let bytes = text.as_bytes();
+            for cut in 0..bytes.len() {
+                let prefix = String::from_utf8_lossy(&bytes[..cut]);
+                let _ = parse_ip_link(&prefix);
+                let mut changed = bytes.to_vec();
+                changed[cut] = [b':', b'<', b'>', b' ', b'\n', b'9', b'@'][cut % 7];
+                let _ = ShowCapture {
+                    ip_link: String::from_utf8_lossy(&changed).into_owned(),
+                    operstate: Some(String::from_utf8_lossy(&changed[..cut.min(8)]).into_owned()),
+                    carrier: Some("x".into()),
+                    carrier_changes: Some("1".into()),
+                    features: Some("10".into()),
+                }
+                .view("eth0");
+            }
+        }
+    }
+}

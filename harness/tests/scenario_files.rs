@@ -540,3 +540,15 @@ fn the_shipped_sequences_exist() {
     assert_eq!(feat.device.features, "-mrg_rxbuf");
     assert_eq!(feat.expectations[0].no_features[0].name, "mrg_rxbuf");
 }
+
+/// Every prefix of a valid file loads or is refused with a location: never
+/// a panic.
+#[test]
+fn truncated_files_never_panic() {
+    for (cut, _) in VALID.char_indices() {
+        if let Err(e) = load(&VALID[..cut]) {
+            let msg = e.to_string();
+            assert!(msg.starts_with("s.toml"), "{msg}");
+        }
+    }
+}
