@@ -174,6 +174,46 @@ pub fn decode_step(encoded: &str) -> Result<String, AgentError> {
     String::from_utf8(out).map_err(|_| AgentError::NotUtf8(encoded.to_string()))
 }
 
+/// An agent line a host reacts to while the guest runs (the full record is
+/// [`Transcript::parse`]'s job, once the run is over).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineEvent {
+    /// `AGENT START`: the agent runs.
+    Start,
+    /// `STEP <n> BEGIN`: step `n` (from 1) starts.
+    StepBegin(u32),
+    /// `STEP <n> END`: step `n` ended.
+    StepEnd(u32),
+    /// `DONE`: every step ran.
+    Done,
+    /// `WATCHDOG`: the agent's deadline passed.
+    Watchdog,
+    /// `POWEROFF`: the machine is being ended.
+    PowerOff,
+}
+
+/// The event on one console line, if it is one of the agent's (the marker
+/// may follow other text on the line).
+pub fn line_event(line: &str) -> Option<LineEvent> {
+    let rest = &line[line.find(MARKER)? + MARKER.len()..];
+    let mut words = rest.strip_prefix(' ')?.split(' ');
+    match words.next()? {
+        "AGENT" => Some(LineEvent::Start),
+        "STEP" => {
+            let n = words.next()?.parse().ok()?;
+            match words.next()? {
+                "BEGIN" => Some(LineEvent::StepBegin(n)),
+                "END" => Some(LineEvent::StepEnd(n)),
+                _ => None,
+            }
+        }
+        "DONE" => Some(LineEvent::Done),
+        "WATCHDOG" => Some(LineEvent::Watchdog),
+        "POWEROFF" => Some(LineEvent::PowerOff),
+        _ => None,
+    }
+}
+
 /// One step as the agent reported it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepResult {
@@ -433,6 +473,44 @@ mod tests {
         );
         assert_eq!(show.started, Some(1.53));
         assert_eq!(t.unparsed, ["@@VNETLAB@@garbage"]);
+    }
+
+    #[test]
+    fn line_events_are_recognised_among_kernel_text() {
+        assert_eq!(
+            line_event("@@VNETLAB@@ STEP 12 BEGIN t=1.5 cmd=x\r"),
+            Some(LineEvent::StepBegin(12))
+        );
+        assert_eq!(
+            line_event("[ 1.6] text @@VNETLAB@@ STEP 3 END rc=0 t=2"),
+            Some(LineEvent::StepEnd(3))
+        );
+        assert_eq!(
+            line_event("@@VNETLAB@@ AGENT START version=1"),
+            Some(LineEvent::Start)
+        );
+        assert_eq!(
+            line_event("@@VNETLAB@@ DONE steps=1"),
+            Some(LineEvent::Done)
+        );
+        assert_eq!(
+            line_event("@@VNETLAB@@ WATCHDOG expired"),
+            Some(LineEvent::Watchdog)
+        );
+        assert_eq!(
+            line_event("@@VNETLAB@@ POWEROFF method=reboot"),
+            Some(LineEvent::PowerOff)
+        );
+        for other in [
+            "@@VNETLAB@@ STEP 1 OUT STEP 2 BEGIN",
+            "@@VNETLAB@@ STEP x BEGIN",
+            "@@VNETLAB@@STEP 1 BEGIN",
+            "@@VNETLAB@@ MODULE virtio rc=0",
+            "STEP 1 BEGIN",
+            "",
+        ] {
+            assert_eq!(line_event(other), None, "{other}");
+        }
     }
 
     #[test]
