@@ -252,6 +252,13 @@ impl QemuProcess {
         &self.console
     }
 
+    /// Takes the console receiver, to follow it while the process is
+    /// handled elsewhere; [`finish`](Self::finish) then returns no console
+    /// rest (everything arrives on the taken receiver).
+    pub fn take_console(&mut self) -> Receiver<Vec<u8>> {
+        std::mem::replace(&mut self.console, mpsc::channel().1)
+    }
+
     /// Time since the start.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()

@@ -134,8 +134,15 @@ pub fn list(args: ListArgs) -> anyhow::Result<i32> {
         "{} of {total} scenarios selected{shard}\n\nengines:",
         scenarios.len()
     );
-    for e in Registry::builtin().engines() {
-        println!("  {:<8} {}", e.name, e.summary);
+    let registry = Registry::builtin();
+    let width = registry
+        .engines()
+        .iter()
+        .map(|e| e.name.len())
+        .max()
+        .unwrap_or(0);
+    for e in registry.engines() {
+        println!("  {:<width$} {}", e.name, e.summary);
     }
     Ok(0)
 }

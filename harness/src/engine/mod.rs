@@ -3,8 +3,11 @@
 //! returns an [`Observation`] per `show` step, or says precisely why it
 //! could not.
 
+pub mod agent;
 pub mod fake;
+pub mod guest;
 pub mod model;
+pub mod qemu;
 mod registry;
 
 pub use registry::{EngineInfo, Registry, ENGINE_ENV};

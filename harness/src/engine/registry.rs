@@ -1,10 +1,11 @@
-//! The engines `harness run --engine NAME` can choose from. For now only the
-//! fake exists, and only by explicit choice; the real engines (`vmm`,
-//! `qemu`) are added here when they are written.
+//! The engines `harness run --engine NAME` can choose from. Without a name
+//! the first real engine that can run here is used, in the order listed;
+//! the fake is used only by name.
 
 use std::sync::Arc;
 
 use super::fake::{FakeEngine, FAULTS_ENV};
+use super::qemu::{Accel, QemuEngine};
 use super::Engine;
 
 /// The environment variable that names the engine when `--engine` is not
@@ -36,18 +37,51 @@ fn make_fake() -> Result<Arc<dyn Engine>, String> {
     Ok(Arc::new(fake))
 }
 
+fn make_qemu() -> Result<Arc<dyn Engine>, String> {
+    Ok(Arc::new(QemuEngine::auto()?))
+}
+
+fn make_qemu_tcg() -> Result<Arc<dyn Engine>, String> {
+    Ok(Arc::new(QemuEngine::new(Accel::Tcg)?))
+}
+
+fn make_qemu_kvm() -> Result<Arc<dyn Engine>, String> {
+    Ok(Arc::new(QemuEngine::new(Accel::Kvm)?))
+}
+
 impl Registry {
     /// The engines built into this harness.
     pub fn builtin() -> Self {
         Self {
-            engines: vec![EngineInfo {
-                name: "fake",
-                summary: "TEST DOUBLE: simulates the virtio_net driver's carrier logic; boots \
+            engines: vec![
+                EngineInfo {
+                    name: "qemu",
+                    summary: "Debian guests under QEMU's own virtio-net-pci: -accel kvm where KVM \
+                              is hardware-backed, else tcg; link changes by QMP set_link",
+                    test_double: false,
+                    make: make_qemu,
+                },
+                EngineInfo {
+                    name: "qemu-tcg",
+                    summary: "the qemu engine, always with TCG (software emulation)",
+                    test_double: false,
+                    make: make_qemu_tcg,
+                },
+                EngineInfo {
+                    name: "qemu-kvm",
+                    summary: "the qemu engine with -accel kvm (only where KVM is hardware-backed)",
+                    test_double: false,
+                    make: make_qemu_kvm,
+                },
+                EngineInfo {
+                    name: "fake",
+                    summary: "TEST DOUBLE: simulates the virtio_net driver's carrier logic; boots \
                           nothing and proves nothing about a real guest (faults from \
                           VNETLAB_FAKE_FAULTS)",
-                test_double: true,
-                make: make_fake,
-            }],
+                    test_double: true,
+                    make: make_fake,
+                },
+            ],
         }
     }
 
@@ -90,9 +124,8 @@ impl Registry {
         }
         if reasons.is_empty() {
             Err(format!(
-                "no real engine exists in this harness yet (the vmm and qemu engines are still to \
-                 be written); choose one with --engine or {ENGINE_ENV} (known: {}); `fake` is a \
-                 test double that runs no guest",
+                "no real engine is registered; choose one with --engine or {ENGINE_ENV} (known: \
+                 {}); `fake` is a test double that runs no guest",
                 names()
             ))
         } else {
@@ -108,12 +141,29 @@ mod tests {
     #[test]
     fn the_fake_is_only_used_by_name() {
         let r = Registry::builtin();
-        let e = r.create(None).err().unwrap();
-        assert!(e.contains("no real engine"), "{e}");
         let fake = r.create(Some("fake")).unwrap();
         assert!(fake.name().contains("test double"));
-        let e = r.create(Some("qemu")).err().unwrap();
-        assert!(e.contains("known engines: fake"), "{e}");
+        let e = r.create(Some("bochs")).err().unwrap();
+        assert!(e.contains("known engines: qemu, qemu-tcg, qemu-kvm"), "{e}");
+        let only_fake = Registry::new(
+            r.engines()
+                .iter()
+                .filter(|e| e.test_double)
+                .cloned()
+                .collect(),
+        );
+        let e = only_fake.create(None).err().unwrap();
+        assert!(e.contains("no real engine"), "{e}");
+    }
+
+    #[test]
+    fn qemu_with_kvm_only_on_hardware_kvm() {
+        let r = Registry::builtin();
+        match (crate::host::KvmKind::detect(), r.create(Some("qemu-kvm"))) {
+            (crate::host::KvmKind::Hardware, _) => {}
+            (_, Ok(e)) => panic!("{} was made without hardware KVM", e.name()),
+            (kind, Err(e)) => assert!(e.contains(&kind.to_string()), "{e}"),
+        }
     }
 
     #[test]
