@@ -384,6 +384,8 @@ impl Follower<'_> {
             Some(LineEvent::StepEnd(n)) => {
                 self.step_ends.insert(n, at);
             }
+            // After a failed link change the session ends: no more changes.
+            Some(LineEvent::StepBegin(_)) if self.link_failed.is_some() => {}
             Some(LineEvent::StepBegin(n)) => {
                 if let Some(AgentStep {
                     action: Action::DeviceLink { up },
@@ -417,7 +419,11 @@ pub fn observe(
     ctx: &RunContext,
 ) -> Result<Observation, EngineError> {
     let tail = || ctx.serial.lines();
-    let console_lines: Vec<String> = session.console.lines().map(str::to_string).collect();
+    let console_lines: Vec<String> = session
+        .console
+        .lines()
+        .map(|l| l.trim_end_matches('\r').to_string())
+        .collect();
     if let Some(message) = kernel_panic(&console_lines) {
         return Err(EngineError::GuestPanic {
             message,
@@ -578,3 +584,6 @@ pub fn show_capture(output: &[String]) -> ShowCapture {
     capture.ip_link = ip_link.join("\n");
     capture
 }
+
+#[cfg(test)]
+mod tests;

@@ -387,11 +387,16 @@ fn qemu_version() -> Result<String, String> {
     let out = child
         .wait_with_output()
         .map_err(|e| format!("cannot read {} --version: {e}", program.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    parse_version(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// `7.2` out of `QEMU emulator version 7.2.22 (Debian ...)`.
+pub fn parse_version(text: &str) -> Result<String, String> {
     let version = text
         .split_whitespace()
         .skip_while(|w| *w != "version")
         .nth(1)
+        .filter(|v| v.starts_with(|c: char| c.is_ascii_digit()))
         .ok_or_else(|| format!("no version in `{}`", text.trim()))?;
     Ok(version.split('.').take(2).collect::<Vec<_>>().join("."))
 }
@@ -580,4 +585,157 @@ fn verify_offer(qmp: &mut Qmp, offered: u64) -> Result<(), EngineError> {
 /// written to (one per line), for reproducing a run by hand.
 pub fn args_file(work_dir: &std::path::Path) -> PathBuf {
     work_dir.join("qemu.args")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use devices::net::BackendKind;
+    use devices::virtio::net::features::default_mask;
+
+    fn net(spec: &str) -> NetConfig {
+        NetConfig::parse(spec).unwrap()
+    }
+
+    fn props(n: &NetConfig) -> Vec<String> {
+        nic_properties(n).unwrap().properties
+    }
+
+    #[test]
+    fn every_property_is_set_explicitly() {
+        let p = props(&net("features=-status"));
+        assert_eq!(p.len(), PROPERTIES.len() + 1, "{p:?}");
+        for want in [
+            "csum=on",
+            "status=off",
+            "mrg_rxbuf=on",
+            "queue_reset=off",
+            "notify_on_empty=off",
+            "any_layout=off",
+            "gso=off",
+            "guest_ufo=off",
+            "mq=off",
+            "event_idx=on",
+            "mac=52:54:00:12:34:56",
+        ] {
+            assert!(p.contains(&want.to_string()), "{want} not in {p:?}");
+        }
+        assert!(!p.iter().any(|x| x.starts_with("host_mtu")));
+        assert!(
+            nic_properties(&net("features=-status"))
+                .unwrap()
+                .needs_vnet_hdr
+        );
+    }
+
+    #[test]
+    fn mtu_mac_and_speed_have_their_own_properties() {
+        let p = props(&net(
+            "mtu=9000,mac=52:54:00:aa:bb:cc,features=+speed_duplex",
+        ));
+        for want in [
+            "host_mtu=9000",
+            "mac=52:54:00:aa:bb:cc",
+            "speed=10000",
+            "duplex=full",
+        ] {
+            assert!(p.contains(&want.to_string()), "{want} not in {p:?}");
+        }
+        assert!(props(&net("features=+mtu")).contains(&"host_mtu=1500".to_string()));
+    }
+
+    #[test]
+    fn a_device_without_offloads_needs_no_tap() {
+        let n = net("features=none+version_1+mac+status+mrg_rxbuf");
+        let p = nic_properties(&n).unwrap();
+        assert!(!p.needs_vnet_hdr);
+        assert!(p.properties.contains(&"csum=off".to_string()));
+        assert_eq!(backend(&n, false, &Err("no tap".into())), Ok(Backend::User));
+    }
+
+    #[test]
+    fn what_qemu_cannot_offer_is_refused() {
+        let e = nic_properties(&net("features=none+version_1")).unwrap_err();
+        assert_eq!(
+            e,
+            "QEMU's virtio-net always offers mac, which this device does not"
+        );
+        let mut n = net("features=none+version_1+mac");
+        n.allow_invalid = true;
+        n.features |= mask(VIRTIO_NET_F_NOTF_COAL) | mask(VIRTIO_F_VERSION_1);
+        let e = nic_properties(&n).unwrap_err();
+        assert_eq!(e, "QEMU 7.2's virtio-net has no property for notf_coal");
+    }
+
+    #[test]
+    fn backends_follow_the_offer_and_the_scenario() {
+        let default = net("features=default");
+        let ok = Ok(());
+        let no_tap: Result<(), String> = Err("this process lacks CAP_NET_ADMIN".into());
+        assert_eq!(backend(&default, true, &ok), Ok(Backend::Tap(None)));
+        let e = backend(&default, true, &no_tap).unwrap_err();
+        assert!(e.contains("offloads") && e.contains("CAP_NET_ADMIN"), "{e}");
+        let mut named = net("features=none+version_1+mac");
+        named.backend = BackendKind::Tap {
+            name: Some("vnl0".into()),
+        };
+        assert_eq!(
+            backend(&named, false, &ok),
+            Ok(Backend::Tap(Some("vnl0".into())))
+        );
+        assert_eq!(
+            Backend::Tap(Some("vnl0".into())).netdev(),
+            "tap,id=n0,script=no,downscript=no,vnet_hdr=on,ifname=vnl0"
+        );
+        assert_eq!(Backend::User.netdev(), "user,id=n0,restrict=on");
+        named.backend = BackendKind::Loopback;
+        let e = backend(&named, false, &ok).unwrap_err();
+        assert!(e.contains("`loopback`"), "{e}");
+    }
+
+    #[test]
+    fn qemus_own_answer_decodes_to_the_offer() {
+        let text = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/qemu/x-query-virtio-status-default-no-status.json"
+        ));
+        let status: Value = serde_json::from_str(text).unwrap();
+        let (bits, unknown) = decode_host_features(&status["host-features"]);
+        assert!(unknown.is_empty(), "{unknown:?}");
+        let wanted = default_mask() & !mask(VIRTIO_NET_F_STATUS);
+        assert_eq!(bits & !LEGACY_ONLY, wanted, "{:?}", names(bits ^ wanted));
+        assert!(has(bits, 30), "QEMU lists the legacy bit 30");
+    }
+
+    #[test]
+    fn odd_answers_do_not_panic() {
+        assert_eq!(decode_host_features(&json!(null)).0, 0);
+        let (bits, unknown) = decode_host_features(&json!({
+            "dev-features": ["VIRTIO_NET_F_STATUS: x", "VIRTIO_NET_F_FUTURE: y", 3],
+            "unknown-dev-features": 1099511627776u64,
+        }));
+        assert_eq!(bits, mask(16) | mask(40));
+        assert_eq!(unknown, ["VIRTIO_NET_F_FUTURE", ""]);
+    }
+
+    #[test]
+    fn versions_are_major_minor() {
+        assert_eq!(
+            parse_version("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)\n"),
+            Ok("7.2".into())
+        );
+        assert!(parse_version("no version here").is_err());
+        assert!(parse_version("version").is_err());
+    }
+
+    #[test]
+    fn tap_check_answers_without_panicking() {
+        match tap_available() {
+            Ok(()) => assert!(std::path::Path::new("/dev/net/tun").exists()),
+            Err(why) => assert!(
+                why.contains("tun") || why.contains("CAP_NET_ADMIN"),
+                "{why}"
+            ),
+        }
+    }
 }
