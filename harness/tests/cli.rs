@@ -162,7 +162,7 @@ fn usage_errors_exit_2() {
     assert_eq!(o.status.code(), Some(2));
     let text = out(&o);
     assert!(
-        text.contains("no engine is called `bochs`; known engines: qemu, qemu-tcg"),
+        text.contains("no engine is called `bochs`; known engines: vmm-guest, qemu, qemu-tcg"),
         "{text}"
     );
 

@@ -6,6 +6,8 @@
 //! skipped, never as passed. Setting `VNETLAB_REQUIRE` to `all`, or to a
 //! comma-separated list of need names (`kvm,qemu,...`), turns a missing need
 //! into a failure instead: CI sets it, so a CI run cannot skip silently.
+//! `-NAME` in the list excludes a need (`all,-hardware-kvm` on machines
+//! whose KVM is emulated).
 //!
 //! A test that is too slow to run by default (it builds a kernel, say) has
 //! an opt-in need ([`Need::OptIn`]): it is reported as ignored with the
@@ -108,11 +110,15 @@ fn require_setting() -> Option<String> {
     std::env::var(REQUIRE_ENV).ok()
 }
 
+/// Whether `setting` (the value of `VNETLAB_REQUIRE`) requires the need
+/// `name`: it lists `name` or `all`, and does not exclude it with `-name`
+/// (`all,-hardware-kvm`: everything a machine without hardware
+/// virtualization can have).
 fn required(setting: Option<&str>, name: &str) -> bool {
     setting.is_some_and(|s| {
-        s.split(',')
-            .map(str::trim)
-            .any(|item| item == "all" || item == name)
+        let items = || s.split(',').map(str::trim);
+        !items().any(|item| item.strip_prefix('-') == Some(name))
+            && items().any(|item| item == "all" || item == name)
     })
 }
 
@@ -277,6 +283,9 @@ mod tests {
         assert!(!required(Some("qemu"), "kvm"));
         assert!(!required(None, "kvm"));
         assert!(!required(Some(""), "kvm"));
+        assert!(!required(Some("all,-hardware-kvm"), "hardware-kvm"));
+        assert!(required(Some("all, -hardware-kvm"), "kvm"));
+        assert!(!required(Some("kvm,-kvm"), "kvm"));
     }
 
     #[test]

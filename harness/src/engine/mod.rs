@@ -9,6 +9,7 @@ pub mod guest;
 pub mod model;
 pub mod qemu;
 mod registry;
+pub mod vmm_guest;
 
 pub use registry::{EngineInfo, Registry, ENGINE_ENV};
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::fake::{FakeEngine, FAULTS_ENV};
 use super::qemu::{Accel, QemuEngine};
+use super::vmm_guest::VmmGuestEngine;
 use super::Engine;
 
 /// The environment variable that names the engine when `--engine` is not
@@ -37,6 +38,10 @@ fn make_fake() -> Result<Arc<dyn Engine>, String> {
     Ok(Arc::new(fake))
 }
 
+fn make_vmm_guest() -> Result<Arc<dyn Engine>, String> {
+    Ok(Arc::new(VmmGuestEngine::make()?))
+}
+
 fn make_qemu() -> Result<Arc<dyn Engine>, String> {
     Ok(Arc::new(QemuEngine::auto()?))
 }
@@ -54,6 +59,13 @@ impl Registry {
     pub fn builtin() -> Self {
         Self {
             engines: vec![
+                EngineInfo {
+                    name: "vmm-guest",
+                    summary: "the lab's VMM and virtio-net device running the Debian guest and \
+                              its agent; needs hardware-backed KVM",
+                    test_double: false,
+                    make: make_vmm_guest,
+                },
                 EngineInfo {
                     name: "qemu",
                     summary: "Debian guests under QEMU's own virtio-net-pci: -accel kvm where KVM \
@@ -144,7 +156,10 @@ mod tests {
         let fake = r.create(Some("fake")).unwrap();
         assert!(fake.name().contains("test double"));
         let e = r.create(Some("bochs")).err().unwrap();
-        assert!(e.contains("known engines: qemu, qemu-tcg, qemu-kvm"), "{e}");
+        assert!(
+            e.contains("known engines: vmm-guest, qemu, qemu-tcg, qemu-kvm"),
+            "{e}"
+        );
         let only_fake = Registry::new(
             r.engines()
                 .iter()
@@ -157,12 +172,16 @@ mod tests {
     }
 
     #[test]
-    fn qemu_with_kvm_only_on_hardware_kvm() {
+    fn kvm_engines_only_on_hardware_kvm() {
         let r = Registry::builtin();
-        match (crate::host::KvmKind::detect(), r.create(Some("qemu-kvm"))) {
-            (crate::host::KvmKind::Hardware, _) => {}
-            (_, Ok(e)) => panic!("{} was made without hardware KVM", e.name()),
-            (kind, Err(e)) => assert!(e.contains(&kind.to_string()), "{e}"),
+        let kind = crate::host::KvmKind::detect();
+        for name in ["qemu-kvm", "vmm-guest"] {
+            match (&kind, r.create(Some(name))) {
+                (crate::host::KvmKind::Hardware, _) => {}
+                (_, Ok(e)) => panic!("{} was made without hardware KVM", e.name()),
+                (crate::host::KvmKind::Emulated(why), Err(e)) => assert!(e.contains(why), "{e}"),
+                (crate::host::KvmKind::Absent(why), Err(e)) => assert!(e.contains(why), "{e}"),
+            }
         }
     }
 
