@@ -1,14 +1,16 @@
-//! The `run` and `list` subcommands: load scenarios, select them, choose an
+//! The `run`, `list` and `diff` subcommands: load scenarios, select them, choose an
 //! engine, run, write the reports.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use harness::engine::{Registry, ENGINE_ENV};
-use harness::outcome::ScenarioResult;
+use harness::diff;
+use harness::engine::{Engine, Registry, ENGINE_ENV};
+use harness::outcome::{RunReport, ScenarioResult};
 use harness::report;
 use harness::runner::{self, RunOptions};
 use harness::scenario::{load_paths, Scenario};
@@ -71,6 +73,32 @@ pub struct RunArgs {
     /// Count skipped scenarios as failures (exit code 1).
     #[arg(long)]
     fail_on_skip: bool,
+}
+
+/// `harness diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    selection: Selection,
+    /// The two engines to compare, e.g. `qemu,vmm-guest` (see `harness
+    /// list`).
+    #[arg(long, value_name = "A,B", required = true)]
+    engines: String,
+    /// Scenarios run in parallel on each engine (one engine after the other).
+    #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
+    /// Each scenario's deadline in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    timeout: u64,
+    /// Write the differences as JSON here.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Keep each scenario's files here, under A/ and B/ (default: a
+    /// temporary directory, removed when the engines agree).
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
 }
 
 /// The repository's scenarios/ directory: ./scenarios, else the one next
@@ -151,6 +179,46 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// The work directory: `given`, or a temporary one (returned too, so the
+/// caller decides whether to keep it).
+fn work_dir(given: &Option<PathBuf>) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+    match given {
+        Some(d) => {
+            std::fs::create_dir_all(d)
+                .with_context(|| format!("cannot create the work directory {}", d.display()))?;
+            Ok((d.clone(), None))
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("vnetlab-harness-")
+                .tempdir()
+                .context("cannot create a temporary work directory")?;
+            Ok((t.path().to_path_buf(), Some(t)))
+        }
+    }
+}
+
+/// Runs `scenarios` on `engine`, printing progress as `[tag i/n]`.
+fn run_all(
+    engine: Arc<dyn Engine>,
+    scenarios: Vec<Scenario>,
+    options: &RunOptions,
+    tag: &str,
+) -> RunReport {
+    let total = scenarios.len();
+    let done = AtomicUsize::new(0);
+    let progress = |r: &ScenarioResult| {
+        let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+        eprintln!(
+            "harness: [{tag}{n}/{total}] {:<7} {} ({:.1}s)",
+            r.verdict.as_str(),
+            r.scenario.name,
+            r.elapsed.as_secs_f64()
+        );
+    };
+    runner::run(engine, scenarios, options, &progress)
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let (scenarios, _) = load(&args.selection)?;
     let engine = Registry::builtin()
@@ -160,42 +228,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if scenarios.is_empty() {
         eprintln!("harness: this shard holds no scenario; nothing to run");
     }
-    let temp;
-    let work_dir = match &args.work_dir {
-        Some(d) => {
-            std::fs::create_dir_all(d)
-                .with_context(|| format!("cannot create the work directory {}", d.display()))?;
-            temp = None;
-            d.clone()
-        }
-        None => {
-            let t = tempfile::Builder::new()
-                .prefix("vnetlab-harness-")
-                .tempdir()
-                .context("cannot create a temporary work directory")?;
-            let path = t.path().to_path_buf();
-            temp = Some(t);
-            path
-        }
-    };
+    let (work_dir, temp) = work_dir(&args.work_dir)?;
     let options = RunOptions {
         jobs: usize::from(args.jobs),
         timeout: Duration::from_secs(args.timeout),
         grace: Duration::from_secs(10),
         work_dir,
     };
-    let total = scenarios.len();
-    let done = AtomicUsize::new(0);
-    let progress = |r: &ScenarioResult| {
-        let n = done.fetch_add(1, Ordering::SeqCst) + 1;
-        eprintln!(
-            "harness: [{n}/{total}] {:<7} {} ({:.1}s)",
-            r.verdict.as_str(),
-            r.scenario.name,
-            r.elapsed.as_secs_f64()
-        );
-    };
-    let report = runner::run(engine, scenarios, &options, &progress);
+    let report = run_all(engine, scenarios, &options, "");
     print!("{}", report::table(&report));
     if let Some(p) = &args.junit {
         write(p, &report::junit(&report))?;
@@ -206,6 +246,46 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let code = report.exit_code(args.fail_on_skip);
     if let Some(t) = temp {
         if report.summary().passed == report.results.len() {
+            drop(t);
+        } else {
+            eprintln!("harness: scenario files kept in {}", t.keep().display());
+        }
+    }
+    Ok(i32::from(code))
+}
+
+pub fn diff(args: DiffArgs) -> anyhow::Result<i32> {
+    let names: Vec<&str> = args.engines.split(',').map(str::trim).collect();
+    let [a, b] = names[..] else {
+        bail!(
+            "--engines takes two engine names separated by a comma, e.g. qemu,vmm-guest; got `{}`",
+            args.engines
+        );
+    };
+    let (scenarios, _) = load(&args.selection)?;
+    let registry = Registry::builtin();
+    let engine_a = registry.create(Some(a)).map_err(anyhow::Error::msg)?;
+    let engine_b = registry.create(Some(b)).map_err(anyhow::Error::msg)?;
+    eprintln!("harness: engine A: {}", engine_a.name());
+    eprintln!("harness: engine B: {}", engine_b.name());
+    let (work_dir, temp) = work_dir(&args.work_dir)?;
+    let options = |side: &str| RunOptions {
+        jobs: usize::from(args.jobs),
+        timeout: Duration::from_secs(args.timeout),
+        grace: Duration::from_secs(10),
+        work_dir: work_dir.join(side),
+    };
+    let report_a = run_all(engine_a, scenarios.clone(), &options("A"), "A ");
+    let report_b = run_all(engine_b, scenarios, &options("B"), "B ");
+    let report = diff::compare(&report_a, &report_b);
+    print!("{}", diff::text(&report));
+    if let Some(p) = &args.json {
+        let text = serde_json::to_string_pretty(&report).context("cannot write JSON")?;
+        write(p, &text)?;
+    }
+    let code = report.exit_code();
+    if let Some(t) = temp {
+        if code == diff::EXIT_SAME {
             drop(t);
         } else {
             eprintln!("harness: scenario files kept in {}", t.keep().display());

@@ -3,6 +3,7 @@
 //! QEMU, or a test double) and reports the results.
 
 pub mod check;
+pub mod diff;
 pub mod engine;
 pub mod host;
 pub mod link;

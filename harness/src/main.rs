@@ -1,5 +1,5 @@
-//! The `harness` command: `run` and `list` scenarios, `boot` a stock
-//! kernel.
+//! The `harness` command: `run`, `list` and `diff` scenarios, `boot` a
+//! stock kernel.
 
 mod cli;
 
@@ -31,6 +31,14 @@ enum Command {
     Run(cli::RunArgs),
     /// List the scenarios (after --filter and --shard) and the engines.
     List(cli::ListArgs),
+    /// Run the same scenarios on two engines and list every guest-visible
+    /// difference (operstate, flags, carrier, carrier_changes, negotiated
+    /// features, MTU, MAC, failures).
+    ///
+    /// Exit code: 0 the engines agree; 1 something differs; 2 bad usage,
+    /// invalid scenario files, an engine that cannot run; 3 nothing could
+    /// be compared (skipped on an engine).
+    Diff(cli::DiffArgs),
     /// Fetch a stock Debian cloud kernel (into the guest-images cache) and
     /// boot it on the lab's VMM with its serial console on stdout.
     Boot {
@@ -105,6 +113,7 @@ fn main() -> ExitCode {
     let (result, error_code) = match cli.command {
         Command::Run(args) => (cli::run(args), cli::EXIT_USAGE),
         Command::List(args) => (cli::list(args), cli::EXIT_USAGE),
+        Command::Diff(args) => (cli::diff(args), cli::EXIT_USAGE),
         Command::Boot {
             series,
             append,

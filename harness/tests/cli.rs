@@ -1,7 +1,9 @@
 //! The `harness` binary end to end: `run` on the shipped scenarios with the
-//! only engine that runs on any machine today (the fake), exit codes,
-//! `--filter`, `--shard`, report files, and `list`. The existing `boot`
-//! subcommand is checked for its usage only (it needs a kernel and KVM).
+//! engine that runs on any machine (the fake; the real engines have their
+//! own tests, `qemu_engine.rs` and `vmm_guest_engine.rs`), exit codes,
+//! `--filter`, `--shard`, report files, `list`, and `diff`'s usage and exit
+//! codes. The existing `boot` subcommand is checked for its usage only (it
+//! needs a kernel and KVM).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -28,9 +30,7 @@ fn out(o: &Output) -> String {
     )
 }
 
-/// The end-to-end run of every shipped scenario on the engines that can run
-/// on this machine. Only the fake exists so far; the vmm and qemu engines
-/// will be added to this list when they are written.
+/// The end-to-end run of every shipped scenario on the fake engine.
 #[test]
 fn every_shipped_scenario_passes_on_the_fake_engine() {
     let dir = tempfile::tempdir().unwrap();
@@ -285,4 +285,43 @@ fn boot_is_still_there() {
     let o = harness().args(["boot", "--help"]).output().unwrap();
     assert_eq!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stdout).contains("--series"));
+}
+
+#[test]
+fn diff_compares_two_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("diff.json");
+    let o = harness()
+        .args([
+            "diff",
+            "--engines",
+            "fake,fake",
+            "--filter",
+            "features/",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains("2 scenarios compared, 0 differ"), "{text}");
+    assert!(text.contains("no guest-visible differences"), "{text}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["compared"], 2);
+    assert_eq!(v["differences"].as_array().map(Vec::len), Some(0));
+
+    // Everything skipped on one side: nothing compared.
+    let o = harness()
+        .args(["diff", "--engines", "fake,fake", "--filter", "features/"])
+        .env("VNETLAB_FAKE_FAULTS", "*=unsupported")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", out(&o));
+
+    for bad in [["--engines", "fake"], ["--engines", "fake,bochs"]] {
+        let o = harness().arg("diff").args(bad).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    }
 }
