@@ -1,7 +1,9 @@
 //! The QEMU engine end to end (TCG, so it runs on any machine with QEMU):
 //! the shipped operstate cells of Debian 6.1, stock and pre-fix, with and
 //! without STATUS, through the harness's runner. The known matrix: only
-//! the pre-fix driver without STATUS shows `state UNKNOWN`.
+//! the pre-fix driver without STATUS shows `state UNKNOWN`. And a deadline
+//! that passes mid-scenario: a timeout with the console so far, and no
+//! QEMU left behind.
 //!
 //! Needs `qemu` (qemu-system-x86_64), `apt` (to build the guests the first
 //! time) and `tap` (QEMU offers the default set's offloads only over TAP):
@@ -12,15 +14,57 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use harness::engine::qemu::{Accel, QemuEngine};
-use harness::engine::Engine;
-use testkit::suite::{Failed, Suite};
+use harness::engine::qemu::{args_file, Accel, QemuEngine};
+use harness::engine::{Engine, RunContext};
+use testkit::suite::{ensure, Failed, Suite};
 
 fn debian_6_1_operstate_matrix_on_qemu_tcg() -> Result<(), Failed> {
     let engine = QemuEngine::new(Accel::Tcg)?;
     eprintln!("engine: {}", engine.name());
     common::run_matrix(Arc::new(engine))
+}
+
+/// Whether a process whose command line contains `needle` is running.
+fn running_with(needle: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|c| String::from_utf8_lossy(&c).contains(needle))
+}
+
+/// A deadline in the middle of the flap: the engine reports a timeout with
+/// the console so far, in time, and QEMU is gone.
+fn a_deadline_kills_qemu() -> Result<(), Failed> {
+    common::prepare_images()?;
+    let engine = QemuEngine::new(Accel::Tcg)?;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/link-flap.toml");
+    let flap = harness::scenario::load_file(&path)?
+        .into_iter()
+        .find(|s| s.name == "flap/6.1-stock/status")
+        .ok_or("no flap scenario")?;
+    let work = tempfile::tempdir()?;
+    let ctx = RunContext::new(Duration::from_secs(6), work.path().to_path_buf());
+    let started = Instant::now();
+    let result = engine.run(&flap, &ctx);
+    let took = started.elapsed();
+    let e = result.err().ok_or("the flap finished within 6 s")?;
+    ensure(e.kind() == "timed-out", || format!("not a timeout: {e}"))?;
+    ensure(took < Duration::from_secs(9), || {
+        format!("stopped after {took:?}")
+    })?;
+    ensure(!e.serial_tail().is_empty(), || "no serial tail".into())?;
+    let args = std::fs::read_to_string(args_file(work.path()))?;
+    let socket = args
+        .lines()
+        .find(|l| l.starts_with("unix:"))
+        .ok_or("no QMP socket in the arguments")?;
+    ensure(!running_with(socket), || {
+        format!("QEMU ({socket}) still runs")
+    })
 }
 
 fn main() {
@@ -29,6 +73,11 @@ fn main() {
         "debian_6_1_operstate_matrix_on_qemu_tcg",
         &[common::qemu(), common::apt(), common::tap()],
         debian_6_1_operstate_matrix_on_qemu_tcg,
+    );
+    suite.test(
+        "a_deadline_kills_qemu",
+        &[common::qemu(), common::apt(), common::tap()],
+        a_deadline_kills_qemu,
     );
     suite.run()
 }
