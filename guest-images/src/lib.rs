@@ -19,6 +19,7 @@ pub mod bzimage;
 pub mod cache;
 pub mod exec;
 pub mod kernel;
+pub mod kernel_only;
 pub mod kmod;
 pub mod manifest;
 pub mod progress;
