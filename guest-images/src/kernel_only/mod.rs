@@ -73,14 +73,19 @@ pub const PREFIX_PATCH: (&str, &str) = (
 /// on hardware virtualization the kernel needs none of them.
 ///
 /// - `clearcpuid=...`: hide CPU features whose instructions the emulator
-///   cannot run (`xrstor`, `cmpxchg16b`, `popcnt`, `clac`/`stac`, SSE4,
-///   AVX, ...); the VMM's CPUID masking does not reach the guest there.
-/// - `nosmap nosmep`: no SMAP/SMEP (`clac`/`stac` stop the emulator).
-/// - `nopv no-kvmclock`: no paravirtual clock or hypercalls (a hypercall
-///   loop stalled the boot).
+///   cannot run (`xrstor` of XSAVE, `cmpxchg16b`, `popcnt`, `clac`/`stac`
+///   of SMAP, SSE4, AVX, ...); the VMM's CPUID masking does not reach the
+///   guest there. Needs `CONFIG_X86_FEATURE_NAMES` (in the fragment).
+///   `smap,smep` here replace the `nosmap nosmep` of older kernels, which
+///   6.1 no longer has.
 /// - `vnetlab_no_int3_selftest`: skip the INT3 self-test of
 ///   `alternative_instructions()` (patch 0001 of this profile).
-pub const EMULATOR_CMDLINE: &str = "clearcpuid=xsave,cx16,smap,smep,umip,pku,fsgsbase,popcnt,bmi1,bmi2,avx,avx2,movbe,abm,adx,rdrand,rdseed,sha_ni,aes,pclmulqdq,sse4_1,sse4_2,erms,fsrm,hypervisor nosmap nosmep nopv no-kvmclock vnetlab_no_int3_selftest";
+///
+/// `nopv no-kvmclock` (needed by kernels with paravirtualization, e.g.
+/// Debian's) are left out: this kernel has no `CONFIG_HYPERVISOR_GUEST`, so
+/// it has neither paravirt ops nor kvmclock and would only pass the unknown
+/// words on to (non-existent) user space.
+pub const EMULATOR_CMDLINE: &str = "clearcpuid=xsave,cx16,smap,smep,umip,pku,fsgsbase,popcnt,bmi1,bmi2,avx,avx2,movbe,abm,adx,rdrand,rdseed,sha_ni,aes,pclmulqdq,sse4_1,sse4_2,erms,fsrm,hypervisor vnetlab_no_int3_selftest";
 
 /// The rest of the command line every kernel-only boot uses: the serial
 /// console, and a restart (not a hang) should the kernel panic.
