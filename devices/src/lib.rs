@@ -3,7 +3,9 @@
 //! and backends.
 
 pub mod bus;
+pub mod event_log;
 pub mod legacy;
+pub mod net;
 pub mod pci;
 pub mod virtio;
 

@@ -2,6 +2,7 @@
 //! exact `name=version`, `apt-cache` for versions, `dpkg-deb` to unpack.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -169,8 +170,21 @@ pub fn available_versions(name: &str) -> Result<Vec<String>> {
     Ok(versions)
 }
 
-/// The version `apt-get download NAME` would fetch.
+/// The version `apt-get download NAME` would fetch (asked once per process).
 pub fn candidate_version(name: &str) -> Result<String> {
+    static MEMO: std::sync::Mutex<BTreeMap<String, String>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    if let Some(v) = MEMO.lock().ok().and_then(|m| m.get(name).cloned()) {
+        return Ok(v);
+    }
+    let version = query_candidate(name)?;
+    if let Ok(mut m) = MEMO.lock() {
+        m.insert(name.to_string(), version.clone());
+    }
+    Ok(version)
+}
+
+fn query_candidate(name: &str) -> Result<String> {
     let out = exec::run(
         APT_CACHE,
         ["policy", name],

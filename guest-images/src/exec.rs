@@ -63,6 +63,11 @@ pub const PATCH: Tool = Tool {
     program: "patch",
     package: "patch",
 };
+/// `strip`, to drop debug info from the built module as Debian does.
+pub const STRIP: Tool = Tool {
+    program: "strip",
+    package: "binutils",
+};
 /// QEMU with TCG, the reference virtio-net implementation.
 pub const QEMU: Tool = Tool {
     program: "qemu-system-x86_64",

@@ -242,6 +242,15 @@ pub struct KernelArtifacts {
 }
 
 impl KernelArtifacts {
+    /// The exact kernel this is (series, ABI name, Debian version).
+    pub fn pin(&self) -> KernelPin {
+        let abi = self
+            .release
+            .strip_suffix("-cloud-amd64")
+            .unwrap_or(&self.release);
+        KernelPin::new(self.series, abi, &self.package.version)
+    }
+
     /// A module by name.
     pub fn module(&self, name: &str) -> Option<&KernelModule> {
         self.modules.iter().find(|m| m.name == name)

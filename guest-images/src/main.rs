@@ -6,7 +6,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
-use guest_images::{BuildContext, Cache, Manifest, Progress, Series, VersionPolicy};
+use guest_images::{
+    BuildContext, Cache, DriverVariant, InitramfsCompression, Manifest, Progress, Series,
+    VersionPolicy,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -41,6 +44,18 @@ enum Command {
         /// Re-hash every cached object instead of trusting verification stamps.
         #[arg(long)]
         verify_all: bool,
+        /// Initramfs compression(s) to build (repeatable; default: none and gzip).
+        #[arg(long = "initramfs", value_enum)]
+        initramfs: Vec<Compression>,
+        /// Only the kernels, no initramfs.
+        #[arg(long)]
+        kernels_only: bool,
+        /// Also build the minimal test kernel from linux-source-6.1 (about 6 minutes on 2 cores the first time).
+        #[arg(long)]
+        test_kernel: bool,
+        /// Driver variants to build initramfs for (repeatable; default: stock and prefix).
+        #[arg(long = "variant", value_parser = parse_variant)]
+        variants: Vec<DriverVariant>,
     },
     /// Build the kernel-only test kernel (linux-source-6.1, tinyconfig, virtio_net
     /// and the vnetlab probe built in) and print its paths and command lines.
@@ -63,6 +78,14 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Compression {
+    /// Plain newc cpio.
+    None,
+    /// gzip-compressed cpio.
+    Gzip,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Policy {
     /// Pinned versions; the newest one if a pin left the archive.
@@ -81,6 +104,10 @@ enum KernelOnlyVariant {
     Prefix,
     /// Both.
     Both,
+}
+
+fn parse_variant(s: &str) -> Result<DriverVariant, String> {
+    s.parse().map_err(|e: guest_images::Error| e.to_string())
 }
 
 fn parse_series(s: &str) -> Result<Series, String> {
@@ -119,7 +146,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             versions,
             plain,
             verify_all,
+            initramfs,
+            kernels_only,
+            variants,
+            test_kernel,
         } => {
+            let variants = if variants.is_empty() {
+                vec![DriverVariant::Stock, DriverVariant::Prefix]
+            } else {
+                variants
+            };
+            let compressions: Vec<InitramfsCompression> = if kernels_only {
+                Vec::new()
+            } else if initramfs.is_empty() {
+                vec![InitramfsCompression::None, InitramfsCompression::Gzip]
+            } else {
+                initramfs
+                    .iter()
+                    .map(|c| match c {
+                        Compression::None => InitramfsCompression::None,
+                        Compression::Gzip => InitramfsCompression::Gzip,
+                    })
+                    .collect()
+            };
             let cache = cache.with_full_verify(verify_all);
             let progress = if plain || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
                 Progress::log()
@@ -160,6 +209,71 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 if !k.builtin_modules.is_empty() {
                     println!("  built in   {}", k.builtin_modules.join(", "));
+                }
+                for &variant in &variants {
+                    if variant == DriverVariant::Prefix && !compressions.is_empty() {
+                        let d = guest_images::driver::prefix_driver(&ctx, &k)
+                            .with_context(|| format!("building the {s} pre-fix driver"))?;
+                        manifest.add(
+                            &cache,
+                            s,
+                            "prefix",
+                            "module:virtio_net",
+                            &d.object,
+                            d.packages.clone(),
+                        );
+                        println!("  pre-fix    {}", d.module.path.display());
+                    }
+                    for &c in &compressions {
+                        let g = guest_images::guest_for_kernel(&ctx, k.clone(), variant, c)
+                            .with_context(|| format!("building the {s} {variant} initramfs"))?;
+                        let role = format!("initramfs.{}", c.suffix());
+                        manifest.add(
+                            &cache,
+                            s,
+                            variant.as_str(),
+                            &role,
+                            &g.initramfs.object,
+                            g.initramfs.packages.clone(),
+                        );
+                        println!("  initramfs  {} ({variant})", g.initramfs.path.display());
+                    }
+                }
+            }
+            if test_kernel {
+                for &variant in &variants {
+                    let c = compressions
+                        .first()
+                        .copied()
+                        .unwrap_or(InitramfsCompression::None);
+                    let t = guest_images::test_guest(&ctx, variant, c)
+                        .context("building the test kernel")?;
+                    let profile = format!("test-{variant}");
+                    for (role, obj) in &t.kernel.objects {
+                        let role = role.rsplit(':').next().unwrap_or(role);
+                        manifest.add(
+                            &cache,
+                            Series::V6_1,
+                            &profile,
+                            role,
+                            obj,
+                            vec![t.kernel.package.clone()],
+                        );
+                    }
+                    let role = format!("initramfs.{}", c.suffix());
+                    manifest.add(
+                        &cache,
+                        Series::V6_1,
+                        &profile,
+                        &role,
+                        &t.initramfs.object,
+                        t.initramfs.packages.clone(),
+                    );
+                    println!("test kernel ({variant})");
+                    println!("  vmlinux    {}", t.kernel.vmlinux.display());
+                    println!("  bzImage    {}", t.kernel.bzimage.display());
+                    println!("  System.map {}", t.kernel.system_map.display());
+                    println!("  initramfs  {}", t.initramfs.path.display());
                 }
             }
             progress.finish();
@@ -210,8 +324,8 @@ fn kernel_only(cache: &Cache, variant: KernelOnlyVariant, plain: bool) -> anyhow
     let ctx = BuildContext::new(cache.clone()).with_progress(progress.clone());
     let variants = match variant {
         KernelOnlyVariant::Stock => vec![Variant::Stock],
-        KernelOnlyVariant::Prefix => vec![Variant::PreFix],
-        KernelOnlyVariant::Both => Variant::ALL.to_vec(),
+        KernelOnlyVariant::Prefix => vec![Variant::Prefix],
+        KernelOnlyVariant::Both => kernel_only::VARIANTS.to_vec(),
     };
     let started = Instant::now();
     let mut manifest = Manifest::read(&cache.root().join("manifest.json"))

@@ -8,7 +8,7 @@
 //! missing the test says `SKIPPED: ...` on stderr and passes, unless
 //! `VNETLAB_REQUIRE` contains `all` or `kernel-build`: then it fails.
 
-use guest_images::kernel_only::{self, Variant};
+use guest_images::kernel_only;
 use guest_images::{BuildContext, Cache, Error};
 
 fn required() -> bool {
@@ -48,7 +48,7 @@ fn kernel_only_kernels_build_with_probe_and_virtio_net() {
     let _ = env_logger::builder().is_test(true).try_init();
     let Some(ctx) = context_or_skip() else { return };
     let mut built = Vec::new();
-    for variant in Variant::ALL {
+    for variant in kernel_only::VARIANTS {
         let started = std::time::Instant::now();
         let k = match kernel_only::build(&ctx, variant) {
             Err(Error::Exec(e @ guest_images::exec::ExecError::MissingTool { .. })) => {

@@ -62,3 +62,19 @@ fn stock_kernels_have_vmlinux_and_network_modules() {
         }
     }
 }
+
+#[test]
+fn a_missing_package_is_named_in_the_error() {
+    if cache_or_skip().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = guest_images::PackageRef::new("linux-image-0.0.0-0-cloud-amd64-unsigned", "0.0-0");
+    let err = guest_images::apt::download(&pkg, dir.path()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("linux-image-0.0.0-0-cloud-amd64-unsigned=0.0-0"),
+        "{msg}"
+    );
+    assert!(msg.contains("could not be downloaded"), "{msg}");
+}

@@ -35,6 +35,12 @@ static void puthex(u64 v)
     puts(&buf[i]);
 }
 
+static void putbyte(u8 b)
+{
+    putc("0123456789abcdef"[b >> 4]);
+    putc("0123456789abcdef"[b & 0xf]);
+}
+
 /* The command line from the zero page (cmd_line_ptr at offset 0x228). */
 static const char *cmdline(const u8 *zero_page)
 {

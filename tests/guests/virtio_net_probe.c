@@ -6,7 +6,12 @@
  * config space's status, and with `wait-link-down` polls until the device
  * reports the link down. Every observation goes to the serial port as a
  * `probe:` line the test parses. Command line:
- *   transport=pci|mmio  mmio=0xADDR  want=0xFEATURES  [wait-link-down]
+ *   transport=pci|mmio  mmio=0xADDR  want=0xFEATURES  extra=0xFEATURES
+ *   [wait-link-down] [hold]
+ * `hold` keeps the guest running after the probe (`probe: holding`) until
+ * the VMM stops it.
+ * The driver acks (offered & want) | extra: `extra` lets a test ack bits
+ * the device did not offer, which the device must refuse at FEATURES_OK.
  */
 #include "guest.h"
 
@@ -85,8 +90,8 @@ static int pci_find(struct ops *o)
         u32 id = pci_read(slot, 0);
         if (id != 0x10411af4) continue;
         puts("probe: pci device 1af4:1041 at 00:");
-        puthex(slot);
-        putc('\n');
+        putbyte((u8)slot);
+        puts(".0\n");
         /* Memory decoding and bus mastering on, as Linux does. */
         pci_write(slot, 0x04, pci_read(slot, 0x04) | 0x6);
         u64 bar = ((u64)pci_read(slot, 0x14) << 32) | (pci_read(slot, 0x10) & ~0xfu);
@@ -217,7 +222,7 @@ int guest_main(const u8 *zero_page)
     o.set_status(ST_ACK | ST_DRIVER);
     u64 offered = o.features();
     u64 want = arg(cl, "want") ? parse_hex(arg(cl, "want")) : ~0ull;
-    u64 acked = offered & want;
+    u64 acked = (offered & want) | (arg(cl, "extra") ? parse_hex(arg(cl, "extra")) : 0);
     puts("probe: offered=");
     puthex(offered);
     puts("\nprobe: acked=");
@@ -252,7 +257,7 @@ int guest_main(const u8 *zero_page)
     puthex(o.status());
     puts("\nprobe: mac=");
     for (int i = 0; i < 6; i++) {
-        puthex(o.config8(i));
+        putbyte(o.config8(i));
         putc(i < 5 ? ':' : '\n');
     }
     u32 gen0 = o.generation();
@@ -277,5 +282,10 @@ int guest_main(const u8 *zero_page)
         putc('\n');
     }
     puts("probe: done\n");
+    if (arg(cl, "hold")) {
+        puts("probe: holding\n");
+        for (;;)
+            __asm__ volatile("pause");
+    }
     return 0;
 }

@@ -71,6 +71,17 @@ pub struct VmConfig {
     pub stdin: bool,
     /// Stop the VM after this long.
     pub timeout: Option<Duration>,
+    /// Sample each vCPU's instruction pointer at this interval.
+    pub profile_interval: Option<Duration>,
+    /// The virtio-net devices.
+    pub nets: Vec<devices::virtio::net::NetConfig>,
+    /// Where the devices' event log (JSON lines) goes.
+    pub event_log: Option<PathBuf>,
+    /// Where the control socket listens.
+    pub control_socket: Option<PathBuf>,
+    /// Give the guest the in-kernel i8254 PIT (Linux calibrates against
+    /// it; bare-metal guests start and stop faster without it).
+    pub pit: bool,
 }
 
 impl VmConfig {
@@ -85,6 +96,11 @@ impl VmConfig {
             serial: SerialTarget::Stdout,
             stdin: false,
             timeout: None,
+            profile_interval: None,
+            pit: true,
+            nets: Vec::new(),
+            event_log: None,
+            control_socket: None,
         }
     }
 }

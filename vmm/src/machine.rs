@@ -9,7 +9,9 @@ use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use devices::event_log::EventLog;
 use devices::legacy::{DebugExit, Serial, StopReason, StopRequest, DEBUG_EXIT_PORT, I8042};
+use devices::virtio::net::NetControl;
 use devices::Bus;
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
@@ -19,12 +21,15 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::config::{SerialTarget, VmConfig};
+use crate::control::{ControlServer, Controllable};
 use crate::exit::VcpuStop;
 use crate::layout::{
     CMDLINE_START, HIMEM_START, I8042_PORT, MPTABLE_START, SERIAL_IRQ, SERIAL_PORT, ZERO_PAGE_START,
 };
 use crate::loader::{self, LoadedKernel};
+use crate::netdev;
 use crate::outcome::Outcome;
+use crate::profile::RipProfile;
 use crate::vcpu::{self, BootEntry, VcpuReport, VcpuShared, VcpuThread};
 use crate::x86_64::{bootparams, mptable, paging, regs};
 use crate::{memory, vm};
@@ -79,6 +84,15 @@ pub enum Error {
     /// The serial output file.
     #[error("cannot open the serial output file {}", .0.display())]
     SerialFile(std::path::PathBuf, #[source] std::io::Error),
+    /// The network devices.
+    #[error(transparent)]
+    Net(#[from] netdev::Error),
+    /// The event log file.
+    #[error("cannot create the event log {}", .0.display())]
+    EventLogFile(std::path::PathBuf, #[source] std::io::Error),
+    /// The control socket.
+    #[error(transparent)]
+    Control(#[from] crate::control::ServerError),
     /// An eventfd or the event loop.
     #[error("event loop error: {0}")]
     EventLoop(String),
@@ -104,7 +118,7 @@ impl Stopper {
 pub struct Vmm {
     // Field order is drop order: vCPUs and the VM before the memory.
     vcpus: Vec<VcpuFd>,
-    vm: VmFd,
+    vm: Arc<VmFd>,
     _kvm: Kvm,
     mem: GuestMemoryMmap,
     pio: Bus,
@@ -115,6 +129,9 @@ pub struct Vmm {
     timeout: Option<Duration>,
     stdin: bool,
     kernel: LoadedKernel,
+    profile: Option<(RipProfile, Duration)>,
+    net_controls: Vec<NetControl>,
+    _control: Option<ControlServer>,
 }
 
 impl std::fmt::Debug for Vmm {
@@ -148,6 +165,11 @@ impl Vmm {
     /// loads the kernel, writes the boot structures, adds the legacy
     /// devices and creates the vCPUs.
     pub fn new(config: VmConfig) -> Result<Self, Error> {
+        let plan = netdev::Plan::new(&config.nets)?;
+        let cmdline = std::iter::once(config.cmdline.trim().to_owned())
+            .chain(plan.cmdline())
+            .collect::<Vec<_>>()
+            .join(" ");
         let ram = memory::ram_ranges(config.memory_mib)?;
         let mem = memory::create_guest_memory(config.memory_mib)?;
         let kernel = loader::load_kernel(&mem, &config.kernel)?;
@@ -156,7 +178,12 @@ impl Vmm {
             .as_deref()
             .map(|p| loader::load_initrd(&mem, p, &kernel))
             .transpose()?;
-        let cmdline_len = loader::load_cmdline(&mem, CMDLINE_START, &config.cmdline, &kernel)?;
+        // An empty user command line stays an error even when devices add
+        // to it.
+        if config.cmdline.trim().is_empty() {
+            return Err(loader::Error::CmdlineEmpty.into());
+        }
+        let cmdline_len = loader::load_cmdline(&mem, CMDLINE_START, &cmdline, &kernel)?;
         let boot_info = bootparams::BootInfo {
             setup_header: kernel.setup_header,
             cmdline_addr: CMDLINE_START,
@@ -170,7 +197,7 @@ impl Vmm {
             MPTABLE_START,
             (HIMEM_START - MPTABLE_START) as usize,
             config.vcpus,
-            &[],
+            &plan.pci_irqs(),
         )?;
         let cr3 = paging::setup_identity_map(&mem)?;
         regs::write_gdt_idt(&mem)?;
@@ -185,7 +212,7 @@ impl Vmm {
                 max: max_vcpus,
             });
         }
-        let vm = vm::create_vm(&kvm, &mem)?;
+        let vm = Arc::new(vm::create_vm(&kvm, &mem, config.pit)?);
         let stop = Arc::new(StopRequest::new().map_err(|e| Error::EventLoop(e.to_string()))?);
         let serial_irq = eventfd()?;
         vm.register_irqfd(&serial_irq, SERIAL_IRQ)
@@ -229,7 +256,38 @@ impl Vmm {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
-        let event_manager = EventManager::new().map_err(|e| Error::EventLoop(format!("{e:?}")))?;
+        let event_log = match &config.event_log {
+            Some(path) => {
+                EventLog::to_file(path).map_err(|e| Error::EventLogFile(path.clone(), e))?
+            }
+            None => EventLog::disabled(),
+        };
+        let mut mmio = Bus::new();
+        let nets = netdev::attach(
+            &plan,
+            &config.nets,
+            &event_log,
+            &vm,
+            &mem,
+            &mut pio,
+            &mut mmio,
+        )?;
+        let mut event_manager =
+            EventManager::new().map_err(|e| Error::EventLoop(format!("{e:?}")))?;
+        for subscriber in nets.subscribers {
+            event_manager.add_subscriber(subscriber);
+        }
+        let control = match &config.control_socket {
+            Some(path) => {
+                let devices = nets
+                    .controls
+                    .iter()
+                    .map(|c| Arc::new(c.clone()) as Arc<dyn Controllable>)
+                    .collect();
+                Some(ControlServer::start(path, devices, Stopper(stop.clone()))?)
+            }
+            None => None,
+        };
         log::info!(
             "VM ready: {} MiB, {} vCPU(s), {:?} kernel entry {:#x}",
             config.memory_mib,
@@ -243,13 +301,18 @@ impl Vmm {
             _kvm: kvm,
             mem,
             pio,
-            mmio: Bus::new(),
+            mmio,
             serial,
             stop,
             event_manager,
             timeout: config.timeout,
             stdin: config.stdin,
             kernel,
+            profile: config
+                .profile_interval
+                .map(|interval| (RipProfile::new(), interval)),
+            net_controls: nets.controls,
+            _control: control,
         })
     }
 
@@ -273,9 +336,21 @@ impl Vmm {
         &self.vm
     }
 
+    /// The network devices' control handles (link, announce, status), in
+    /// configuration order.
+    pub fn net_controls(&self) -> &[NetControl] {
+        &self.net_controls
+    }
+
     /// The loaded kernel.
     pub fn kernel(&self) -> &LoadedKernel {
         &self.kernel
+    }
+
+    /// The instruction-pointer profile being collected, if the
+    /// configuration asked for one; read it after `run`.
+    pub fn profile(&self) -> Option<RipProfile> {
+        self.profile.as_ref().map(|(p, _)| p.clone())
     }
 
     /// A handle that stops the VM from another thread (the outcome is then
@@ -295,6 +370,7 @@ impl Vmm {
         let stopping = Arc::new(AtomicBool::new(false));
         let wake = Arc::new(eventfd()?);
         let (reports_tx, reports) = channel();
+        let (exited_tx, exited) = channel();
         let watcher = Arc::new(Mutex::new(Waker(vec![
             self.stop
                 .event()
@@ -309,8 +385,11 @@ impl Vmm {
             pio: Arc::new(std::mem::take(&mut self.pio)),
             mmio: Arc::new(std::mem::take(&mut self.mmio)),
             stopping: stopping.clone(),
+            stop_request: self.stop.clone(),
+            exited: exited_tx,
             reports: reports_tx,
             wake,
+            profile: self.profile(),
         };
         let start = Instant::now();
         let mut threads = Vec::new();
@@ -318,7 +397,7 @@ impl Vmm {
             match vcpu::spawn_vcpu(id as u8, fd, shared.clone()) {
                 Ok(t) => threads.push(t),
                 Err(e) => {
-                    stop_vcpus(&stopping, threads);
+                    stop_vcpus(&stopping, threads, &exited);
                     return Err(e.into());
                 }
             }
@@ -326,8 +405,8 @@ impl Vmm {
         if self.stdin {
             spawn_console_input(self.serial.clone(), stopping.clone());
         }
-        let outcome = self.wait(start, &reports);
-        stop_vcpus(&stopping, threads);
+        let outcome = self.wait(start, &reports, &threads);
+        stop_vcpus(&stopping, threads, &exited);
         if let Err(e) = self
             .serial
             .lock()
@@ -339,9 +418,22 @@ impl Vmm {
         outcome
     }
 
-    fn wait(&mut self, start: Instant, reports: &Receiver<VcpuReport>) -> Result<Outcome, Error> {
+    fn wait(
+        &mut self,
+        start: Instant,
+        reports: &Receiver<VcpuReport>,
+        threads: &[VcpuThread],
+    ) -> Result<Outcome, Error> {
         let deadline = self.timeout.map(|t| start + t);
+        let sample_every = self.profile.as_ref().map(|(_, interval)| *interval);
+        let mut next_sample = sample_every.map(|i| start + i);
         loop {
+            if let (Some(at), Some(interval)) = (next_sample, sample_every) {
+                if Instant::now() >= at {
+                    threads.iter().for_each(VcpuThread::kick);
+                    next_sample = Some(at + interval);
+                }
+            }
             if let Some(why) = self.stop.reason() {
                 return Ok(match why {
                     StopReason::Reset => Outcome::GuestReset,
@@ -352,16 +444,15 @@ impl Vmm {
             if let Ok(report) = reports.try_recv() {
                 return Ok(outcome_of(report));
             }
-            let wait_ms = match deadline {
-                None => -1,
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Ok(Outcome::Timeout(self.timeout.unwrap_or_default()));
-                    }
-                    i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX)
-                }
-            };
+            let now = Instant::now();
+            if deadline.is_some_and(|d| d <= now) {
+                return Ok(Outcome::Timeout(self.timeout.unwrap_or_default()));
+            }
+            let wake_at = [deadline, next_sample].into_iter().flatten().min();
+            let wait_ms = wake_at.map_or(-1, |at| {
+                let left = at.saturating_duration_since(now);
+                i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX)
+            });
             self.event_manager
                 .run_with_timeout(wait_ms)
                 .map_err(|e| Error::EventLoop(format!("{e:?}")))?;
@@ -391,19 +482,23 @@ fn outcome_of(report: VcpuReport) -> Outcome {
 /// Tells the vCPU threads to stop, kicks them out of KVM_RUN until they
 /// do, and joins them. A thread that does not stop within 5 s is left
 /// behind with an error logged (the process is about to end anyway).
-fn stop_vcpus(stopping: &AtomicBool, threads: Vec<VcpuThread>) {
+fn stop_vcpus(stopping: &AtomicBool, threads: Vec<VcpuThread>, exited: &Receiver<u8>) {
     stopping.store(true, Ordering::Release);
     let give_up = Instant::now() + Duration::from_secs(5);
-    for t in threads {
-        while !t.is_finished() && Instant::now() < give_up {
-            t.kick();
-            std::thread::sleep(Duration::from_millis(1));
+    let mut running = threads;
+    while !running.is_empty() && Instant::now() < give_up {
+        running.iter().for_each(VcpuThread::kick);
+        // A kick can land just before the thread enters KVM_RUN; kick again
+        // unless it reports its end soon.
+        if let Ok(id) = exited.recv_timeout(Duration::from_millis(2)) {
+            if let Some(i) = running.iter().position(|t| t.id == id) {
+                // It has left its loop: joining does not block for long.
+                running.swap_remove(i).join();
+            }
         }
-        if t.is_finished() {
-            t.join();
-        } else {
-            log::error!("vCPU {} did not stop", t.id);
-        }
+    }
+    for t in running {
+        log::error!("vCPU {} did not stop", t.id);
     }
 }
 

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use devices::virtio::net::NetConfig;
 use vmm::config::{DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB};
 use vmm::outcome::EXIT_HOST_ERROR;
+use vmm::symbols::SymbolMap;
 use vmm::{SerialTarget, VmConfig, Vmm};
 
 const EXIT_CODES: &str = "\
@@ -74,6 +76,47 @@ struct Cli {
     /// Stop the VM after this many seconds (fractions allowed).
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     timeout: Option<Duration>,
+
+    /// A virtio-net device (repeatable), as comma-separated key=value pairs:
+    /// transport=pci|mmio, backend=none|memory|loopback|tap|tap:NAME,
+    /// features=SPEC (e.g. -status, or +status,-mrg_rxbuf; `vmm features`
+    /// lists the names), mac=52:54:00:12:34:56, mtu=N, queue-pairs=N,
+    /// queue-size=N, link=up|down, id=NAME, allow-invalid (offer feature
+    /// sets the virtio spec forbids). Without mac=, device N gets
+    /// 52:54:00:12:34:56 plus N. PCI devices go to 00:03.0, 00:04.0, ...;
+    /// virtio-mmio devices to 0xd0000000, 0xd0001000, ... with the matching
+    /// virtio_mmio.device= added to the command line.
+    #[arg(long, value_name = "SPEC", value_parser = parse_net)]
+    net: Vec<NetConfig>,
+
+    /// Write the devices' event log (JSON lines: features offered and
+    /// acked, device status transitions, interrupts, link changes, guest
+    /// errors) to PATH.
+    #[arg(long, value_name = "PATH")]
+    event_log: Option<PathBuf>,
+
+    /// Listen for control requests (`vmm ctl`) on this Unix socket.
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<PathBuf>,
+
+    /// Leave out the in-kernel i8254 PIT. Linux calibrates its clocks
+    /// against it; bare-metal guests start and stop faster without it.
+    #[arg(long)]
+    no_pit: bool,
+
+    /// The guest kernel's System.map: names the function at the
+    /// instruction pointer when the VM stops on an error, and in profiles.
+    #[arg(long, value_name = "PATH")]
+    system_map: Option<PathBuf>,
+
+    /// Sample where each vCPU executes and write a report of the busiest
+    /// functions (addresses without --system-map) to PATH at the end.
+    #[arg(long, value_name = "PATH")]
+    profile: Option<PathBuf>,
+
+    /// Sampling interval for --profile, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    profile_interval: u64,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -89,6 +132,13 @@ enum Command {
         #[arg(required = true, num_args = 1.., value_name = "REQUEST")]
         request: Vec<String>,
     },
+    /// List the virtio-net feature bits `--net features=` accepts, with the
+    /// default set.
+    Features,
+}
+
+fn parse_net(s: &str) -> Result<NetConfig, String> {
+    NetConfig::parse(s).map_err(|e| e.to_string())
 }
 
 fn ctl(socket: &std::path::Path, request: &[String]) -> ExitCode {
@@ -127,8 +177,13 @@ fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     let cli = Cli::parse();
-    if let Some(Command::Ctl { socket, request }) = &cli.command {
-        return ctl(socket, request);
+    match &cli.command {
+        Some(Command::Ctl { socket, request }) => return ctl(socket, request),
+        Some(Command::Features) => {
+            print!("{}", devices::virtio::net::features::help_table());
+            return ExitCode::SUCCESS;
+        }
+        None => {}
     }
     let Some(kernel) = cli.kernel else {
         // clap requires --kernel without a subcommand.
@@ -146,10 +201,38 @@ fn main() -> ExitCode {
         serial,
         stdin,
         timeout: cli.timeout,
+        profile_interval: cli
+            .profile
+            .as_ref()
+            .map(|_| Duration::from_millis(cli.profile_interval)),
+        pit: !cli.no_pit,
+        nets: cli.net,
+        event_log: cli.event_log,
+        control_socket: cli.control_socket,
     };
-    match Vmm::new(config).and_then(Vmm::run) {
-        Ok(outcome) => {
-            eprintln!("vmm: {outcome}");
+    let symbols = match cli.system_map.as_deref().map(SymbolMap::load).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vmm: error: {}", error_chain(&e));
+            return ExitCode::from(EXIT_HOST_ERROR as u8);
+        }
+    };
+    let result = Vmm::new(config).and_then(|vm| {
+        let profile = vm.profile();
+        vm.run().map(|outcome| (outcome, profile))
+    });
+    match result {
+        Ok((outcome, profile)) => {
+            if let (Some(path), Some(profile)) = (&cli.profile, profile) {
+                let report = profile.report(symbols.as_ref(), 50);
+                if let Err(e) = std::fs::write(path, report) {
+                    eprintln!("vmm: cannot write the profile to {}: {e}", path.display());
+                }
+            }
+            match (outcome.rip(), &symbols) {
+                (Some(rip), Some(map)) => eprintln!("vmm: {outcome} ({})", map.describe(rip)),
+                _ => eprintln!("vmm: {outcome}"),
+            }
             ExitCode::from(outcome.exit_code() as u8)
         }
         Err(e) => {

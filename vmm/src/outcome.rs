@@ -65,6 +65,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The guest instruction pointer the outcome reports, if any.
+    pub fn rip(&self) -> Option<u64> {
+        match self {
+            Self::TripleFault { rip } | Self::InternalError { rip, .. } => *rip,
+            _ => None,
+        }
+    }
+
     /// The process exit code for this outcome.
     pub fn exit_code(&self) -> i32 {
         match self {

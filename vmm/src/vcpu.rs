@@ -6,6 +6,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 
+use devices::legacy::StopRequest;
 use devices::Bus;
 use kvm_bindings::CpuId;
 use kvm_ioctls::{VcpuFd, VmFd};
@@ -13,6 +14,7 @@ use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::exit::{handle_exit, InternalError, VcpuAction, VcpuStop};
+use crate::profile::RipProfile;
 use crate::x86_64::{cpuid, interrupts, msr, regs};
 
 /// Errors from creating or starting a vCPU.
@@ -127,11 +129,6 @@ impl VcpuThread {
         }
     }
 
-    /// Whether the thread has ended.
-    pub fn is_finished(&self) -> bool {
-        self.handle.is_finished()
-    }
-
     /// Waits for the thread (which must have ended or been told to).
     pub fn join(self) {
         if self.handle.join().is_err() {
@@ -149,10 +146,17 @@ pub struct VcpuShared {
     pub mmio: Arc<Bus>,
     /// Set when the VM is stopping: the thread leaves its loop.
     pub stopping: Arc<AtomicBool>,
+    /// A device or the host asked the VM to stop: the thread leaves its
+    /// loop without waiting to be kicked.
+    pub stop_request: Arc<StopRequest>,
+    /// Each thread sends its vCPU id here when it ends.
+    pub exited: Sender<u8>,
     /// Where the thread reports why it stopped the VM.
     pub reports: Sender<VcpuReport>,
     /// Written after a report, to wake the event loop.
     pub wake: Arc<EventFd>,
+    /// Where a kicked vCPU records its instruction pointer, when profiling.
+    pub profile: Option<RipProfile>,
 }
 
 /// Starts the run loop of `vcpu` on its own thread.
@@ -165,9 +169,19 @@ pub fn spawn_vcpu(id: u8, vcpu: VcpuFd, shared: VcpuShared) -> Result<VcpuThread
     Ok(VcpuThread { id, handle })
 }
 
+/// Tells the VMM that a vCPU thread ended, however it ends.
+struct ExitNotice(u8, Sender<u8>);
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.1.send(self.0);
+    }
+}
+
 fn run_loop(id: u8, mut vcpu: VcpuFd, shared: VcpuShared) {
+    let _notice = ExitNotice(id, shared.exited.clone());
     let stop = loop {
-        if shared.stopping.load(Ordering::Acquire) {
+        if shared.stopping.load(Ordering::Acquire) || shared.stop_request.is_requested() {
             return;
         }
         match vcpu.run() {
@@ -176,7 +190,13 @@ fn run_loop(id: u8, mut vcpu: VcpuFd, shared: VcpuShared) {
                 VcpuAction::Stop(stop) => break stop,
             },
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                // Kicked: the loop head checks whether to stop.
+                // Kicked: to sample the instruction pointer, or to stop
+                // (the loop head checks).
+                if let Some(profile) = &shared.profile {
+                    if let Ok(regs) = vcpu.get_regs() {
+                        profile.record(regs.rip);
+                    }
+                }
             }
             Err(e) => break VcpuStop::Unexpected(format!("KVM_RUN failed: {e}")),
         }

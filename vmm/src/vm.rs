@@ -31,23 +31,18 @@ pub fn open_kvm() -> Result<Kvm, Error> {
     Ok(kvm)
 }
 
-/// Creates a VM with `mem` registered, an in-kernel irqchip and a PIT.
-pub fn create_vm(kvm: &Kvm, mem: &GuestMemoryMmap) -> Result<VmFd, Error> {
+/// Creates a VM with `mem` registered, an in-kernel irqchip and, when
+/// `pit` is set, the in-kernel PIT.
+///
+/// Memory is registered before the irqchip exists: afterwards KVM makes the
+/// first memory-slot change wait for an RCU grace period (about 10 ms),
+/// which would delay the guest's start. The PIT is optional because its
+/// teardown costs about 15 ms at exit and a bare-metal guest does not need
+/// it; Linux calibrates its clocks against it, so keep it for kernels.
+pub fn create_vm(kvm: &Kvm, mem: &GuestMemoryMmap, pit: bool) -> Result<VmFd, Error> {
     let vm = kvm
         .create_vm()
         .map_err(|e| Error::Kvm("create the KVM VM", e))?;
-    vm.set_tss_address(KVM_TSS_ADDRESS as usize)
-        .map_err(|e| Error::Kvm("set the TSS address", e))?;
-    vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS)
-        .map_err(|e| Error::Kvm("set the identity map address", e))?;
-    vm.create_irq_chip()
-        .map_err(|e| Error::Kvm("create the in-kernel irqchip", e))?;
-    let pit = kvm_pit_config {
-        flags: KVM_PIT_SPEAKER_DUMMY,
-        ..Default::default()
-    };
-    vm.create_pit2(pit)
-        .map_err(|e| Error::Kvm("create the in-kernel PIT", e))?;
     for (slot, region) in mem.iter().enumerate() {
         let host = region
             .get_host_address(vm_memory::MemoryRegionAddress(0))
@@ -69,6 +64,20 @@ pub fn create_vm(kvm: &Kvm, mem: &GuestMemoryMmap) -> Result<VmFd, Error> {
         // and slots do not overlap since the regions do not.
         unsafe { vm.set_user_memory_region(mem_region) }
             .map_err(|e| Error::Kvm("register guest memory with KVM", e))?;
+    }
+    vm.set_tss_address(KVM_TSS_ADDRESS as usize)
+        .map_err(|e| Error::Kvm("set the TSS address", e))?;
+    vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS)
+        .map_err(|e| Error::Kvm("set the identity map address", e))?;
+    vm.create_irq_chip()
+        .map_err(|e| Error::Kvm("create the in-kernel irqchip", e))?;
+    if pit {
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.create_pit2(pit)
+            .map_err(|e| Error::Kvm("create the in-kernel PIT", e))?;
     }
     Ok(vm)
 }

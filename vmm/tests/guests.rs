@@ -128,6 +128,56 @@ fn triple_fault() -> Result<(), Failed> {
     expect_exit(&guest, &[], 3, "the guest triple-faulted at RIP 0x2").map(drop)
 }
 
+fn profile_and_symbols() -> Result<(), Failed> {
+    // A guest that spins at its first instruction: every sample lands
+    // there, and the System.map names it.
+    let dir = tmp();
+    let guest = Program::new().hang()?.write_elf(dir.path(), "spin.elf")?;
+    let map = dir.path().join("System.map");
+    std::fs::write(&map, "0000000000200000 T spin_here\n")?;
+    let report = dir.path().join("profile.txt");
+    expect_exit(
+        &guest,
+        &[
+            "--timeout",
+            "1",
+            "--profile",
+            report.to_str().ok_or("path")?,
+            "--system-map",
+            map.to_str().ok_or("path")?,
+        ],
+        5,
+        "timeout",
+    )?;
+    let text = std::fs::read_to_string(&report)?;
+    let mut lines = text.lines();
+    let total: u64 = lines
+        .next()
+        .and_then(|l| l.strip_suffix(" samples"))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("no sample count in {text:?}"))?;
+    ensure(total > 0, || format!("no samples: {text:?}"))?;
+    ensure(
+        lines
+            .next()
+            .is_some_and(|l| l.starts_with("100.00%") && l.ends_with(" spin_here")),
+        || format!("every sample is in spin_here: {text:?}"),
+    )?;
+
+    // The same map names the function of a triple fault.
+    let mut p = Program::new();
+    with_null_idt(&mut p)?;
+    p.asm.ud2()?;
+    let guest = p.write_elf(dir.path(), "triple.elf")?;
+    expect_exit(
+        &guest,
+        &["--system-map", map.to_str().ok_or("path")?],
+        3,
+        "triple-faulted at RIP 0x200008 (spin_here+0x8)",
+    )
+    .map(drop)
+}
+
 fn timeout() -> Result<(), Failed> {
     let dir = tmp();
     let guest = Program::new()
@@ -356,6 +406,7 @@ fn main() {
         .test("debug_exit_code", &kvm, debug_exit_code)
         .test("triple_fault", &kvm, triple_fault)
         .test("timeout", &kvm, timeout)
+        .test("profile_and_symbols", &kvm, profile_and_symbols)
         .test("internal_error", &kvm, internal_error)
         .test("serial_input", &kvm, serial_input)
         .test("two_vcpus", &kvm, two_vcpus)

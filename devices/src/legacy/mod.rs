@@ -10,6 +10,7 @@ pub use debug_exit::{DebugExit, DEBUG_EXIT_PORT};
 pub use i8042::I8042;
 pub use serial::{EventFdTrigger, Serial, SerialOutput};
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -32,6 +33,7 @@ pub enum StopReason {
 pub struct StopRequest {
     evt: EventFd,
     reason: Mutex<Option<StopReason>>,
+    requested: AtomicBool,
 }
 
 impl StopRequest {
@@ -40,6 +42,7 @@ impl StopRequest {
         Ok(Self {
             evt: EventFd::new(EFD_NONBLOCK)?,
             reason: Mutex::new(None),
+            requested: AtomicBool::new(false),
         })
     }
 
@@ -49,9 +52,16 @@ impl StopRequest {
         if reason.is_none() {
             *reason = Some(why);
         }
+        self.requested.store(true, Ordering::Release);
         if let Err(e) = self.evt.write(1) {
             log::error!("cannot signal the guest's stop request: {e}");
         }
+    }
+
+    /// Whether a stop was requested (cheap enough for a vCPU to check
+    /// after every exit).
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
     }
 
     /// The event written when a stop is requested.

@@ -8,6 +8,7 @@
 //! interrupt handle when the driver sets DRIVER_OK (`VirtioDevice::activate`).
 
 pub mod mmio;
+pub mod net;
 pub mod pci;
 pub mod transport;
 

@@ -7,7 +7,7 @@
 //! ```no_run
 //! use guest_images::kernel_only::{self, Variant};
 //! let ctx = guest_images::BuildContext::new(guest_images::Cache::open_default(None)?);
-//! let k = kernel_only::build(&ctx, Variant::PreFix)?;
+//! let k = kernel_only::build(&ctx, Variant::Prefix)?;
 //! let cmdline = format!(
 //!     "{} {} {}",
 //!     kernel_only::EMULATOR_CMDLINE,
@@ -60,11 +60,12 @@ pub const COMMON_PATCHES: &[(&str, &str)] = &[
     ),
 ];
 
-/// The revert of bda7fab54828 (pre-fix variant only); the same patch the
-/// `images` branch keeps in `guest-images/patches/6.1/`.
+/// The revert of bda7fab54828 (pre-fix variant only): the patch the
+/// out-of-tree pre-fix module and the images test kernel use
+/// (`guest-images/patches/6.1/`); it applies in-tree as it is.
 pub const PREFIX_PATCH: (&str, &str) = (
     "0001-virtio_net-revert-bda7fab54828.patch",
-    include_str!("../../kernel-only/patches/prefix/0001-virtio_net-revert-bda7fab54828.patch"),
+    include_str!("../../patches/6.1/0001-virtio_net-revert-bda7fab54828.patch"),
 );
 
 /// Kernel command-line work-arounds for an instruction emulator standing in
@@ -106,61 +107,26 @@ pub fn virtio_mmio_arg(base: u64, irq: u32) -> String {
     format!("virtio_mmio.device=4K@{base:#x}:{irq}")
 }
 
-/// Which virtio_net the kernel has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Variant {
-    /// virtio_net as in Debian's source (with the fix).
-    #[serde(rename = "stock")]
-    Stock,
-    /// bda7fab54828 reverted: `netif_carrier_off()` only with VIRTIO_NET_F_STATUS.
-    #[serde(rename = "prefix")]
-    PreFix,
+/// Which virtio_net the kernel has: the crate's [`DriverVariant`]
+/// (`Stock`: as in Debian's source; `Prefix`: bda7fab54828 reverted,
+/// `netif_carrier_off()` only with VIRTIO_NET_F_STATUS).
+pub use crate::DriverVariant as Variant;
+
+/// Both variants, stock first.
+pub const VARIANTS: [Variant; 2] = [Variant::Stock, Variant::Prefix];
+
+/// The manifest profile of a variant, e.g. `kernel-only-prefix`.
+pub fn profile(variant: Variant) -> String {
+    format!("kernel-only-{}", variant.as_str())
 }
 
-impl Variant {
-    /// Both variants.
-    pub const ALL: [Variant; 2] = [Variant::Stock, Variant::PreFix];
-
-    /// `stock` or `prefix`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Variant::Stock => "stock",
-            Variant::PreFix => "prefix",
-        }
+/// The patches of a variant, in the order they apply: (file name, text).
+pub fn patches(variant: Variant) -> Vec<(&'static str, &'static str)> {
+    let mut p = COMMON_PATCHES.to_vec();
+    if variant == Variant::Prefix {
+        p.push(PREFIX_PATCH);
     }
-
-    /// The manifest profile name, e.g. `kernel-only-prefix`.
-    pub fn profile(self) -> String {
-        format!("kernel-only-{}", self.as_str())
-    }
-
-    /// The patches of this variant, in the order they apply.
-    pub fn patches(self) -> Vec<(&'static str, &'static str)> {
-        let mut p = COMMON_PATCHES.to_vec();
-        if self == Variant::PreFix {
-            p.push(PREFIX_PATCH);
-        }
-        p
-    }
-}
-
-impl std::fmt::Display for Variant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Variant {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim() {
-            "stock" => Ok(Variant::Stock),
-            "prefix" | "pre-fix" => Ok(Variant::PreFix),
-            other => Err(Error::Input(format!(
-                "unknown kernel-only variant `{other}`: use stock or prefix"
-            ))),
-        }
-    }
+    p
 }
 
 /// A built kernel-only test kernel.
@@ -195,7 +161,7 @@ impl KernelOnlyArtifacts {
             manifest.add(
                 &ctx.cache,
                 Series::V6_1,
-                &self.variant.profile(),
+                &profile(self.variant),
                 role,
                 obj,
                 vec![self.source.clone()],
@@ -232,8 +198,7 @@ pub fn build_from(
     source: &PackageRef,
 ) -> Result<KernelOnlyArtifacts> {
     let tools = tree::check_tools()?;
-    let patches: Vec<serde_json::Value> = variant
-        .patches()
+    let patch_keys: Vec<serde_json::Value> = patches(variant)
         .iter()
         .map(|(name, text)| json!({ "name": name, "sha256": sha256_hex(text.as_bytes()) }))
         .collect();
@@ -242,7 +207,7 @@ pub fn build_from(
         "variant": variant,
         "fragment": sha256_hex(CONFIG_FRAGMENT.as_bytes()),
         "probe": sha256_hex(PROBE_SOURCE.as_bytes()),
-        "patches": patches,
+        "patches": patch_keys,
         "compiler": tools.compiler,
         "recipe": BUILD_RECIPE,
     });
@@ -283,12 +248,10 @@ mod tests {
 
     #[test]
     fn variants_parse_and_have_their_patches() {
-        assert_eq!("prefix".parse::<Variant>().unwrap(), Variant::PreFix);
-        assert_eq!("stock".parse::<Variant>().unwrap(), Variant::Stock);
-        assert!("fixed".parse::<Variant>().is_err());
-        assert_eq!(Variant::PreFix.profile(), "kernel-only-prefix");
-        assert_eq!(Variant::Stock.patches().len(), COMMON_PATCHES.len());
-        assert_eq!(Variant::PreFix.patches().last(), Some(&PREFIX_PATCH));
+        assert_eq!(profile(Variant::Prefix), "kernel-only-prefix");
+        assert_eq!(patches(Variant::Stock).len(), COMMON_PATCHES.len());
+        assert_eq!(patches(Variant::Prefix).last(), Some(&PREFIX_PATCH));
+        assert_eq!(PREFIX_PATCH.1, crate::driver::revert_patch(Series::V6_1));
     }
 
     #[test]
@@ -309,8 +272,7 @@ mod tests {
 
     #[test]
     fn patches_name_their_files() {
-        let files: Vec<String> = Variant::PreFix
-            .patches()
+        let files: Vec<String> = patches(Variant::Prefix)
             .iter()
             .flat_map(|(_, t)| tree::patched_files(t).unwrap())
             .collect();

@@ -10,7 +10,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Variant, CONFIG_FRAGMENT, FRAGMENT_TREE_PATH, PROBE_SOURCE, PROBE_TREE_PATH};
+use super::{patches, Variant, CONFIG_FRAGMENT, FRAGMENT_TREE_PATH, PROBE_SOURCE, PROBE_TREE_PATH};
 use crate::apt::{self, PackageRef};
 use crate::cache;
 use crate::exec::{self, Tool, DPKG_DEB, MAKE, PATCH, TAR, XZ};
@@ -379,7 +379,7 @@ fn desired_files(
     let work = scratch.join("patched");
     let mut desired = BTreeMap::new();
     let mut touched: Vec<String> = Vec::new();
-    for (name, text) in variant.patches() {
+    for (name, text) in patches(variant) {
         for rel in patched_files(text)? {
             if touched.contains(&rel) {
                 continue;

@@ -17,9 +17,10 @@
 //! exactly one device.
 
 mod client;
+mod net;
 mod protocol;
 mod server;
 
-pub use client::request;
+pub use client::{request, Error as ClientError};
 pub use protocol::{handle_line, Controllable};
-pub use server::ControlServer;
+pub use server::{ControlServer, Error as ServerError};

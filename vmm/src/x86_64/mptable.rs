@@ -38,8 +38,10 @@ pub const BUS_ID_ISA: u8 = 1;
 
 /// Interrupt flags: polarity and trigger "conform to the bus".
 const IRQ_FLAGS_DEFAULT: u16 = 0;
-/// Interrupt flags for PCI INTx: active high, level triggered.
-const IRQ_FLAGS_PCI: u16 = 0x1 | (0x3 << 2);
+/// Interrupt flags for PCI INTx: active high, edge triggered. The VMM
+/// raises INTx through an irqfd, which delivers edges; virtio's ISR
+/// (read-to-clear, one edge per event) works with that.
+const IRQ_FLAGS_PCI: u16 = 0x1 | (0x1 << 2);
 
 /// Number of ISA IRQs, routed 1:1 to IO-APIC pins 0..16.
 const ISA_IRQS: u8 = 16;
@@ -151,7 +153,8 @@ pub fn build_table(num_cpus: u8, pci_irqs: &[PciIrq]) -> Result<Vec<u8>, Error> 
         ],
     ));
     count += 1;
-    for irq in 0..ISA_IRQS {
+    // ISA IRQ n is wired to pin n, except where a PCI line takes the pin.
+    for irq in (0..ISA_IRQS).filter(|i| pci_irqs.iter().all(|p| p.ioapic_pin != *i)) {
         entries.extend_from_slice(&intsrc(
             INT_TYPE_INT,
             IRQ_FLAGS_DEFAULT,
@@ -309,6 +312,28 @@ mod tests {
         let b = &pci[0].1;
         assert_eq!(b[5], 3 << 2, "source bus IRQ encodes slot 3, INTA#");
         assert_eq!(b[7], 19);
+        let isa = e
+            .iter()
+            .filter(|(t, b)| *t == ENTRY_INTSRC && b[4] == BUS_ID_ISA)
+            .count();
+        assert_eq!(isa, 16, "pin 19 is not an ISA pin");
+        // A PCI line on an ISA pin takes it away from the ISA bus.
+        let shared = build_table(
+            1,
+            &[PciIrq {
+                slot: 3,
+                pin: 0,
+                ioapic_pin: 10,
+            }],
+        )
+        .unwrap();
+        let isa_pins: Vec<u8> = entries(&shared)
+            .iter()
+            .filter(|(t, b)| *t == ENTRY_INTSRC && b[4] == BUS_ID_ISA)
+            .map(|(_, b)| b[7])
+            .collect();
+        assert_eq!(isa_pins.len(), 15);
+        assert!(!isa_pins.contains(&10));
         assert_eq!(u16::from_le_bytes([b[2], b[3]]), IRQ_FLAGS_PCI);
         let buses: Vec<_> = e.iter().filter(|(t, _)| *t == ENTRY_BUS).collect();
         assert_eq!(&buses[0].1[2..8], b"PCI   ");

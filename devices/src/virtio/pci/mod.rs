@@ -26,6 +26,7 @@ pub mod layout;
 mod tests;
 
 pub use interrupt::{VirtioPciInterrupt, ISR_CONFIG, ISR_QUEUE};
+pub use layout::{BAR_INDEX, BAR_SIZE};
 
 use std::sync::{Arc, Mutex};
 

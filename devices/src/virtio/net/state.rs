@@ -1,0 +1,643 @@
+//! The device state behind one lock, shared by the transport (through
+//! [`super::NetDevice`]), the event loop ([`super::NetEventHandler`]) and
+//! the control socket ([`super::NetControl`]); here are its set-up, the
+//! transport-facing operations (features, config space, activation, reset)
+//! and the status report. Queue processing is in `process`, link control
+//! in `link`.
+//!
+//! Interrupts are collected while the lock is held and raised after it is
+//! released ([`Shared::with`]), so a transport whose interrupt code takes
+//! its own locks cannot deadlock against a vCPU that holds the transport
+//! and reads the device's config space.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::json;
+use virtio_bindings::virtio_config::VIRTIO_CONFIG_S_FAILED;
+use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ,
+    VIRTIO_NET_F_STATUS,
+};
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::config::NetConfig;
+use super::config_space::{self, ConfigFields, WriteOutcome};
+use super::ctrl_queue::CtrlScratch;
+use super::features::{self, has, FeatureSet};
+use super::pass::{Faults, Negotiated, Pass};
+use super::rx::RxScratch;
+use super::rx_filter::RxFilter;
+use super::status::{device_status_names, Counters, NetStatus, QueueStats};
+use super::tx::TxScratch;
+use crate::event_log::EventLog;
+use crate::net::{Backend, GuestOffloads};
+use crate::virtio::{ActivateContext, ActivateError, VirtioInterrupt, VirtioInterruptType};
+
+/// Guest faults logged per activation before the log only counts them.
+pub(super) const FAULTS_LOGGED: u32 = 32;
+
+/// What a queue does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Receive queue of a pair.
+    Rx(u16),
+    /// Transmit queue of a pair.
+    Tx(u16),
+    /// The control queue.
+    Ctrl,
+}
+
+impl Role {
+    pub(super) fn name(self) -> String {
+        match self {
+            Self::Rx(p) => format!("rx{p}"),
+            Self::Tx(p) => format!("tx{p}"),
+            Self::Ctrl => "ctrl".into(),
+        }
+    }
+}
+
+/// Interrupts to raise once the lock is released.
+#[derive(Default)]
+pub struct Irqs {
+    target: Option<Arc<dyn VirtioInterrupt>>,
+    config: bool,
+    queues: Vec<u16>,
+}
+
+impl Irqs {
+    fn fire(self, name: &str) {
+        let Some(target) = self.target else {
+            return;
+        };
+        if self.config {
+            if let Err(e) = target.trigger(VirtioInterruptType::Config) {
+                log::error!("{name}: cannot raise the configuration interrupt: {e}");
+            }
+        }
+        for q in self.queues {
+            if let Err(e) = target.trigger(VirtioInterruptType::Queue(q)) {
+                log::error!("{name}: cannot raise the interrupt of queue {q}: {e}");
+            }
+        }
+    }
+}
+
+/// What DRIVER_OK started.
+pub(crate) struct Active {
+    pub(crate) mem: GuestMemoryMmap,
+    pub(crate) interrupt: Arc<dyn VirtioInterrupt>,
+    /// By queue index; `None` where the driver enabled no queue.
+    pub(crate) queues: Vec<Option<Queue>>,
+    pub(crate) evts: Vec<(u16, EventFd)>,
+    pub(crate) neg: Negotiated,
+    pub(crate) ctrl_index: Option<u16>,
+    /// Queue pairs the driver may use: all with MQ, one without.
+    pub(crate) pairs: u16,
+    /// The event loop still has to run a first pass over every queue.
+    pub(crate) kick: bool,
+}
+
+impl Active {
+    pub(super) fn role(&self, idx: u16) -> Option<Role> {
+        if Some(idx) == self.ctrl_index {
+            return Some(Role::Ctrl);
+        }
+        let pair = idx / 2;
+        (pair < self.pairs).then_some(if idx % 2 == 0 {
+            Role::Rx(pair)
+        } else {
+            Role::Tx(pair)
+        })
+    }
+}
+
+/// The device state.
+pub(crate) struct NetState {
+    pub(crate) name: String,
+    pub(crate) cfg: NetConfig,
+    pub(crate) offered: u64,
+    pub(crate) acked: u64,
+    pub(crate) device_status: u8,
+    pub(crate) fields: ConfigFields,
+    pub(super) initial_mac: [u8; 6],
+    pub(crate) generation: u32,
+    pub(crate) needs_reset: bool,
+    pub(crate) filter: RxFilter,
+    pub(crate) vq_pairs: u16,
+    pub(crate) guest_offloads: GuestOffloads,
+    pub(crate) backend: Box<dyn Backend>,
+    pub(crate) active: Option<Active>,
+    /// Queue events of a previous activation, kept open until the event
+    /// loop has removed them from its epoll set.
+    pub(crate) retired: Vec<EventFd>,
+    pub(crate) handler_attached: bool,
+    /// An RX pass stopped at its budget; the event loop runs another.
+    pub(crate) rx_more: bool,
+    pub(crate) counters: Counters,
+    pub(super) queue_stats: Vec<QueueStats>,
+    pub(super) faults_logged: u32,
+    pub(super) tx: TxScratch,
+    pub(super) rx: RxScratch,
+    pub(super) ctrl: CtrlScratch,
+    pub(crate) log: EventLog,
+}
+
+/// The lock and the event loop's wake-up.
+pub(crate) struct Shared {
+    state: Mutex<NetState>,
+    /// Written when the event loop must re-read the queue events (after
+    /// activation and reset) or run another RX pass.
+    pub(crate) wake: EventFd,
+}
+
+impl Shared {
+    pub(crate) fn new(state: NetState, wake: EventFd) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(state),
+            wake,
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, NetState> {
+        // A panic while holding the lock leaves the state usable; the
+        // panic itself is reported by the thread that had it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` under the lock, then raises the interrupts it collected.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut NetState, &mut Irqs) -> R) -> R {
+        let mut irqs = Irqs::default();
+        let (r, name) = {
+            let mut st = self.lock();
+            let r = f(&mut st, &mut irqs);
+            (r, st.name.clone())
+        };
+        irqs.fire(&name);
+        r
+    }
+
+    pub(crate) fn wake_handler(&self) {
+        if let Err(e) = self.wake.write(1) {
+            log::error!("cannot wake the net event handler: {e}");
+        }
+    }
+}
+
+impl NetState {
+    pub(crate) fn new(cfg: NetConfig, backend: Box<dyn Backend>, log: EventLog) -> Self {
+        let offered = cfg.features;
+        let mac = if has(offered, VIRTIO_NET_F_MAC) {
+            cfg.mac.0
+        } else {
+            [0; 6]
+        };
+        let st = Self {
+            name: cfg.name().to_string(),
+            offered,
+            acked: 0,
+            device_status: 0,
+            fields: ConfigFields {
+                mac,
+                link_up: cfg.link_up,
+                announce: false,
+                max_pairs: cfg.queue_pairs,
+                mtu: cfg.mtu.unwrap_or(0),
+            },
+            initial_mac: mac,
+            generation: 0,
+            needs_reset: false,
+            filter: RxFilter::default(),
+            vq_pairs: 1,
+            guest_offloads: GuestOffloads::default(),
+            backend,
+            active: None,
+            retired: Vec::new(),
+            handler_attached: false,
+            rx_more: false,
+            counters: Counters::default(),
+            queue_stats: Vec::new(),
+            faults_logged: 0,
+            tx: TxScratch::default(),
+            rx: RxScratch::default(),
+            ctrl: CtrlScratch::default(),
+            log,
+            cfg,
+        };
+        st.event(
+            log::Level::Info,
+            "features_offered",
+            json!({
+                "offered": FeatureSet::new(offered),
+                "not_offered_by_default": features::names(features::default_mask() & !offered),
+                "added_to_defaults": features::names(offered & !features::default_mask()),
+                "allow_invalid": st.cfg.allow_invalid,
+                "backend": st.backend.describe(),
+                "mac": st.cfg.mac,
+                "mtu": st.cfg.mtu,
+                "queue_pairs": st.cfg.queue_pairs,
+                "queue_size": st.cfg.queue_size,
+                "link_up": st.cfg.link_up,
+            }),
+        );
+        st
+    }
+
+    pub(crate) fn event(&self, level: log::Level, event: &str, fields: serde_json::Value) {
+        self.log.record(level, &self.name, event, fields);
+    }
+
+    /// The number of queues: a pair per configured pair, plus control.
+    pub(crate) fn queue_count(cfg: &NetConfig) -> usize {
+        2 * usize::from(cfg.queue_pairs) + usize::from(has(cfg.features, VIRTIO_NET_F_CTRL_VQ))
+    }
+
+    pub(super) fn raise_config(&mut self, irqs: &mut Irqs, why: &str) {
+        let Some(active) = &self.active else {
+            return;
+        };
+        irqs.target = Some(active.interrupt.clone());
+        irqs.config = true;
+        self.counters.config_interrupts += 1;
+        self.event(
+            log::Level::Info,
+            "config_interrupt",
+            json!({ "why": why, "generation": self.generation }),
+        );
+    }
+
+    pub(super) fn raise_queue(&mut self, irqs: &mut Irqs, idx: u16) {
+        let Some(active) = &self.active else {
+            return;
+        };
+        irqs.target = Some(active.interrupt.clone());
+        if !irqs.queues.contains(&idx) {
+            irqs.queues.push(idx);
+        }
+        self.counters.queue_interrupts += 1;
+        if let Some(s) = self.queue_stats.get_mut(usize::from(idx)) {
+            s.interrupts += 1;
+        }
+    }
+
+    /// Enters DEVICE_NEEDS_RESET (virtio 1.2 section 2.1.2): stop using the
+    /// queues and tell the driver with a configuration interrupt.
+    pub(crate) fn enter_needs_reset(&mut self, irqs: &mut Irqs, why: &str) {
+        if self.needs_reset {
+            return;
+        }
+        self.needs_reset = true;
+        self.counters.needs_reset += 1;
+        self.event(log::Level::Error, "needs_reset", json!({ "why": why }));
+        self.raise_config(irqs, "needs_reset");
+    }
+
+    pub(super) fn log_faults(&mut self, queue: u16, faults: &Faults) {
+        for fault in &faults.kept {
+            if self.faults_logged < FAULTS_LOGGED {
+                self.faults_logged += 1;
+                self.event(
+                    log::Level::Warn,
+                    "guest_fault",
+                    json!({ "queue": queue, "fault": fault.to_string() }),
+                );
+                if self.faults_logged == FAULTS_LOGGED {
+                    self.event(
+                        log::Level::Warn,
+                        "guest_faults_suppressed",
+                        json!({ "after": FAULTS_LOGGED, "see": "counters.guest_faults" }),
+                    );
+                }
+            }
+        }
+    }
+
+    pub(super) fn note_pass(&mut self, idx: u16, pass: Pass, irqs: &mut Irqs) {
+        if let Some(s) = self.queue_stats.get_mut(usize::from(idx)) {
+            if s.chains == 0 && pass.used > 0 {
+                let role = s.role.clone();
+                self.event(
+                    log::Level::Info,
+                    "queue_active",
+                    json!({ "queue": idx, "role": role }),
+                );
+            }
+            if let Some(s) = self.queue_stats.get_mut(usize::from(idx)) {
+                s.chains += u64::from(pass.used);
+            }
+        }
+        if pass.interrupt {
+            self.raise_queue(irqs, idx);
+        }
+    }
+
+    pub(super) fn log_backend_error(&mut self, direction: &str, error: Option<String>) {
+        if let Some(e) = error {
+            let count = if direction == "tx" {
+                self.counters.tx_errors
+            } else {
+                self.counters.rx_errors
+            };
+            // The first error, then every thousandth.
+            if count == 1 || count % 1000 == 0 {
+                self.event(
+                    log::Level::Warn,
+                    "backend_error",
+                    json!({ "direction": direction, "error": e, "count": count }),
+                );
+            }
+        }
+    }
+
+    // ----- VirtioDevice -----
+
+    pub(crate) fn set_acked_features(&mut self, acked: u64) {
+        let unoffered = acked & !self.offered;
+        if unoffered != 0 {
+            self.event(
+                log::Level::Warn,
+                "guest_fault",
+                json!({
+                    "fault": "driver acked features that were not offered; ignored",
+                    "bits": FeatureSet::new(unoffered),
+                }),
+            );
+        }
+        self.acked = acked & self.offered;
+        self.filter.vlan_filtering = has(self.acked, VIRTIO_NET_F_CTRL_VLAN);
+        self.set_guest_offloads(GuestOffloads::from_features(self.acked));
+        self.event(
+            log::Level::Info,
+            "features_acked",
+            json!({
+                "acked": FeatureSet::new(self.acked),
+                "offered_not_acked": features::names(self.offered & !self.acked),
+                "status_negotiated": has(self.acked, VIRTIO_NET_F_STATUS),
+            }),
+        );
+    }
+
+    pub(super) fn set_guest_offloads(&mut self, offloads: GuestOffloads) {
+        self.guest_offloads = offloads;
+        if let Err(e) = self.backend.set_guest_offloads(offloads) {
+            self.event(
+                log::Level::Error,
+                "backend_error",
+                json!({ "direction": "offloads", "error": format!("{e}: {}", source_text(&e)) }),
+            );
+        }
+    }
+
+    pub(crate) fn read_config(&self, offset: u64, data: &mut [u8]) {
+        config_space::read(&self.fields, self.offered, offset, data);
+    }
+
+    pub(crate) fn write_config(&mut self, offset: u64, data: &[u8]) {
+        let outcome = config_space::write(&mut self.fields, offset, data);
+        match outcome {
+            WriteOutcome::MacChanged => {
+                self.generation = self.generation.wrapping_add(1);
+                self.event(
+                    log::Level::Info,
+                    "config_write",
+                    json!({ "offset": offset, "len": data.len(), "mac": super::config::MacAddr(self.fields.mac) }),
+                );
+            }
+            WriteOutcome::Unchanged => {}
+            WriteOutcome::ReadOnly => {
+                self.counters.guest_faults += 1;
+                self.event(
+                    log::Level::Warn,
+                    "guest_fault",
+                    json!({
+                        "fault": "driver wrote read-only configuration space; ignored",
+                        "offset": offset,
+                        "len": data.len(),
+                    }),
+                );
+            }
+        }
+    }
+
+    pub(crate) fn status_changed(&mut self, old: u8, new: u8) {
+        self.device_status = new;
+        self.event(
+            log::Level::Info,
+            "device_status",
+            json!({
+                "old": old,
+                "new": new,
+                "old_names": device_status_names(old),
+                "new_names": device_status_names(new),
+                "set": device_status_names(new & !old),
+                "cleared": device_status_names(old & !new),
+            }),
+        );
+        if u32::from(new) & VIRTIO_CONFIG_S_FAILED != 0
+            && u32::from(old) & VIRTIO_CONFIG_S_FAILED == 0
+        {
+            self.event(log::Level::Warn, "driver_failed", json!({}));
+        }
+    }
+
+    pub(crate) fn activate(
+        &mut self,
+        ctx: ActivateContext,
+        max_size: u16,
+    ) -> Result<(), ActivateError> {
+        if self.active.is_some() {
+            return Err(ActivateError::Other(
+                "the device is already active; it must be reset first".into(),
+            ));
+        }
+        let count = Self::queue_count(&self.cfg);
+        let neg = Negotiated::new(self.acked);
+        let ActivateContext {
+            mem,
+            interrupt,
+            queues,
+            queue_evts,
+        } = ctx;
+        // A failed activation leaves the device in DEVICE_NEEDS_RESET. The
+        // transport learns of it from the error and raises the
+        // configuration interrupt itself (as the lab's transports do), so
+        // the device does not raise a second one.
+        let fail = |st: &mut Self, e: ActivateError| {
+            st.needs_reset = true;
+            st.counters.needs_reset += 1;
+            st.event(
+                log::Level::Error,
+                "needs_reset",
+                json!({ "why": e.to_string(), "during": "activation" }),
+            );
+            Err(e)
+        };
+        if queues.len() != queue_evts.len() {
+            let e = ActivateError::Other(format!(
+                "{} queues but {} notification events",
+                queues.len(),
+                queue_evts.len()
+            ));
+            return fail(self, e);
+        }
+        let mut slots: Vec<Option<Queue>> = (0..count).map(|_| None).collect();
+        let mut evts = Vec::with_capacity(queue_evts.len());
+        for ((idx, mut q), evt) in queues.into_iter().zip(queue_evts) {
+            let why = if usize::from(idx) >= count {
+                Some(format!("the device has only {count} queues"))
+            } else if slots[usize::from(idx)].is_some() {
+                Some("it was given twice".to_string())
+            } else if !q.size().is_power_of_two() || q.size() > max_size {
+                Some(format!(
+                    "size {} is not a power of two up to {max_size}",
+                    q.size()
+                ))
+            } else if !q.is_valid(&mem) {
+                Some("it is not ready or its rings lie outside guest memory".to_string())
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return fail(self, ActivateError::InvalidQueue(idx, why));
+            }
+            q.set_event_idx(neg.event_idx);
+            slots[usize::from(idx)] = Some(q);
+            evts.push((idx, evt));
+        }
+        for required in [0u16, 1] {
+            if slots[usize::from(required)].is_none() {
+                return fail(self, ActivateError::MissingQueue(required));
+            }
+        }
+        // virtio 1.2 section 5.1.2: the control queue follows the last
+        // pair, which is the first one unless MQ is negotiated.
+        let pairs = if has(self.acked, VIRTIO_NET_F_MQ) {
+            self.cfg.queue_pairs
+        } else {
+            1
+        };
+        let ctrl_index = has(self.acked, VIRTIO_NET_F_CTRL_VQ).then_some(2 * pairs);
+        let active = Active {
+            mem,
+            interrupt,
+            queues: slots,
+            evts,
+            neg,
+            ctrl_index,
+            pairs,
+            kick: true,
+        };
+        // Indexed by queue index; queues the driver did not enable keep an
+        // empty role.
+        self.queue_stats = vec![QueueStats::default(); count];
+        for (idx, _) in &active.evts {
+            self.queue_stats[usize::from(*idx)] = QueueStats {
+                index: *idx,
+                role: active
+                    .role(*idx)
+                    .map_or_else(|| "unused".into(), Role::name),
+                ..QueueStats::default()
+            };
+        }
+        self.faults_logged = 0;
+        self.event(
+            log::Level::Info,
+            "activated",
+            json!({
+                "queues": self.queue_stats.iter().filter(|s| !s.role.is_empty()).map(|s| json!({"index": s.index, "role": s.role})).collect::<Vec<_>>(),
+                "hdr_len": neg.hdr_len,
+                "mrg_rxbuf": neg.mrg_rxbuf,
+                "event_idx": neg.event_idx,
+                "link_up": self.fields.link_up,
+            }),
+        );
+        self.active = Some(active);
+        Ok(())
+    }
+
+    pub(crate) fn reset(&mut self) {
+        let stats: Vec<&QueueStats> = self
+            .queue_stats
+            .iter()
+            .filter(|s| !s.role.is_empty())
+            .collect();
+        self.event(
+            log::Level::Info,
+            "reset",
+            json!({ "was_active": self.active.is_some(), "queues": stats, "counters": self.counters }),
+        );
+        if let Some(active) = self.active.take() {
+            self.retired.extend(active.evts.into_iter().map(|(_, e)| e));
+        }
+        if !self.handler_attached {
+            self.retired.clear();
+        }
+        self.acked = 0;
+        self.needs_reset = false;
+        self.fields.announce = false;
+        if self.fields.mac != self.initial_mac {
+            self.fields.mac = self.initial_mac;
+            self.generation = self.generation.wrapping_add(1);
+        }
+        self.filter = RxFilter::default();
+        self.vq_pairs = 1;
+        self.set_guest_offloads(GuestOffloads::default());
+        if self.rx.drop_pending() {
+            self.counters.rx_dropped += 1;
+        }
+        self.rx_more = false;
+        self.queue_stats.clear();
+    }
+
+    pub(crate) fn status(&self) -> NetStatus {
+        NetStatus {
+            id: self.name.clone(),
+            transport: self.cfg.transport,
+            offered: FeatureSet::new(self.offered),
+            acked: FeatureSet::new(self.acked),
+            device_status: self.device_status,
+            device_status_names: device_status_names(self.device_status),
+            active: self.active.is_some(),
+            needs_reset: self.needs_reset,
+            link_up: self.fields.link_up,
+            status_offered: has(self.offered, VIRTIO_NET_F_STATUS),
+            status_negotiated: has(self.acked, VIRTIO_NET_F_STATUS),
+            announce_pending: self.fields.announce,
+            config_status: if has(self.offered, VIRTIO_NET_F_STATUS) {
+                config_space::status_word(&self.fields)
+            } else {
+                0
+            },
+            config_generation: self.generation,
+            mac: super::config::MacAddr(self.fields.mac),
+            mtu: has(self.offered, virtio_bindings::virtio_net::VIRTIO_NET_F_MTU)
+                .then_some(self.fields.mtu),
+            max_queue_pairs: self.cfg.queue_pairs,
+            queue_pairs: self.vq_pairs,
+            rx_filter: self.filter.clone(),
+            counters: self.counters,
+            queues: self
+                .queue_stats
+                .iter()
+                .filter(|s| !s.role.is_empty())
+                .cloned()
+                .collect(),
+            backend: self.backend.status(),
+        }
+    }
+}
+
+fn source_text(e: &dyn std::error::Error) -> String {
+    let mut s = String::new();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        if !s.is_empty() {
+            s.push_str(": ");
+        }
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
