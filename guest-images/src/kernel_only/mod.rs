@@ -101,6 +101,27 @@ pub fn workaround_cmdline(emulated: bool) -> &'static str {
     }
 }
 
+/// The whole command line of a kernel-only boot: the work-arounds when KVM
+/// is `emulated`, [`BASE_CMDLINE`], then the probe's arguments. (The lab's
+/// VMM appends `virtio_mmio.device=` for its virtio-mmio devices itself.)
+pub fn command_line(
+    emulated: bool,
+    steps: &[probe::ProbeStep],
+    timeout_secs: Option<u32>,
+) -> String {
+    let parts = [
+        workaround_cmdline(emulated).to_string(),
+        BASE_CMDLINE.to_string(),
+        probe::probe_args(steps, timeout_secs),
+    ];
+    parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `virtio_mmio.device=` for a virtio-mmio device of 4 KiB at `base` with
 /// interrupt `irq` (the lab's VMM puts its first one at 0xd0000000, IRQ 5).
 pub fn virtio_mmio_arg(base: u64, irq: u32) -> String {
@@ -291,6 +312,14 @@ mod tests {
         assert!(EMULATOR_CMDLINE.contains("vnetlab_no_int3_selftest"));
         assert!(EMULATOR_CMDLINE.starts_with("clearcpuid=xsave,cx16,"));
         assert_eq!(workaround_cmdline(false), "");
+        let steps = [probe::ProbeStep::Up, probe::ProbeStep::Show];
+        assert_eq!(
+            command_line(false, &steps, None),
+            "console=ttyS0 reboot=k panic=-1 vnetlab.probe=up,show"
+        );
+        assert!(command_line(true, &steps, Some(9)).starts_with(&format!(
+            "{EMULATOR_CMDLINE} {BASE_CMDLINE} vnetlab.probe=up,show vnetlab.timeout=9"
+        )));
         assert_eq!(
             virtio_mmio_arg(0xd000_0000, 5),
             "virtio_mmio.device=4K@0xd0000000:5"
