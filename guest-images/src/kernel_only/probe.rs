@@ -614,6 +614,28 @@ mod tests {
         assert_eq!(r.last_observation(Some("eth0")).unwrap().step, Some(4));
     }
 
+    /// A real transcript: the pre-fix kernel, device without STATUS on
+    /// virtio-mmio, the operstate sequence (VMM log lines included).
+    #[test]
+    fn real_prefix_transcript_shows_unknown() {
+        let serial = include_str!("../../kernel-only/testdata/prefix-nostatus-mmio.serial");
+        let r = parse_output(serial);
+        assert!(r.passed(), "{r:?}");
+        assert_eq!(r.steps.len(), operstate_steps().len());
+        let states: Vec<&str> = r.observations.iter().map(|o| o.state.as_str()).collect();
+        assert_eq!(states, ["DOWN", "UNKNOWN", "UNKNOWN"]);
+        let ifindexes: Vec<u32> = r.observations.iter().map(|o| o.ifindex).collect();
+        assert_eq!(ifindexes, [2, 2, 3], "the reload made a new interface");
+        for o in &r.observations {
+            let c = o.carrier.as_ref().unwrap();
+            assert_eq!(c.carrier_changes, 0);
+            let features = c.features.unwrap();
+            assert_eq!(features & (1 << 16), 0, "STATUS not negotiated");
+            assert_ne!(features & (1 << 32), 0, "VERSION_1");
+        }
+        assert!(r.begin_time_s.unwrap() > 1.0);
+    }
+
     #[test]
     fn unrelated_and_unstamped_lines() {
         assert_eq!(probe_line("hello"), None);
