@@ -23,7 +23,10 @@ fn skip(reason: &str) {
     if required() {
         panic!("{msg} (VNETLAB_REQUIRE asks for the kernel build)");
     }
-    eprintln!("{msg}");
+    // Straight to the process's stderr: libtest captures eprintln! of a
+    // passing test, and a skip must be seen.
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{msg}");
 }
 
 /// A build context, or `None` (after saying why) when the source package
