@@ -1,27 +1,19 @@
 //! Fetches both stock Debian cloud kernels through the public API and checks
 //! what the VMM and the harness rely on: an x86-64 ELF `vmlinux`, a bzImage,
 //! and virtio networking modules whose vermagic names the kernel release.
-//! Needs apt-get with access to the Debian archive; says SKIPPED otherwise
-//! (a failure when VNETLAB_REQUIRE_APT=1).
+//! Needs apt-get with access to the Debian archive (the need `apt`): without
+//! it the tests are reported as ignored, or fail when `VNETLAB_REQUIRE`
+//! names `apt` (or says `all`).
 
+mod common;
+
+use guest_images::exec::APT_GET;
 use guest_images::{Cache, Series};
+use testkit::suite::{Failed, Suite};
 
-fn cache_or_skip() -> Option<Cache> {
-    if guest_images::exec::find_tool(guest_images::exec::APT_GET).is_err() {
-        let msg = "SKIPPED: apt-get is not installed, the Debian kernels cannot be fetched";
-        if std::env::var_os("VNETLAB_REQUIRE_APT").is_some_and(|v| v == "1") {
-            panic!("{msg} (VNETLAB_REQUIRE_APT=1)");
-        }
-        eprintln!("{msg}");
-        return None;
-    }
-    Some(Cache::open_default(None).expect("cache"))
-}
-
-#[test]
-fn stock_kernels_have_vmlinux_and_network_modules() {
+fn stock_kernels_have_vmlinux_and_network_modules() -> Result<(), Failed> {
     let _ = env_logger::builder().is_test(true).try_init();
-    let Some(cache) = cache_or_skip() else { return };
+    let cache = Cache::open_default(None).expect("cache");
     for series in Series::ALL {
         let started = std::time::Instant::now();
         let k = guest_images::debian_kernel(series, &cache).expect("debian_kernel");
@@ -61,13 +53,10 @@ fn stock_kernels_have_vmlinux_and_network_modules() {
             assert!(all.contains(wanted), "{series} lacks {wanted}: {all:?}");
         }
     }
+    Ok(())
 }
 
-#[test]
-fn a_missing_package_is_named_in_the_error() {
-    if cache_or_skip().is_none() {
-        return;
-    }
+fn a_missing_package_is_named_in_the_error() -> Result<(), Failed> {
     let dir = tempfile::tempdir().unwrap();
     let pkg = guest_images::PackageRef::new("linux-image-0.0.0-0-cloud-amd64-unsigned", "0.0-0");
     let err = guest_images::apt::download(&pkg, dir.path()).unwrap_err();
@@ -77,4 +66,22 @@ fn a_missing_package_is_named_in_the_error() {
         "{msg}"
     );
     assert!(msg.contains("could not be downloaded"), "{msg}");
+    Ok(())
+}
+
+fn main() {
+    let apt = [common::tool("apt", APT_GET)];
+    let mut suite = Suite::new();
+    suite
+        .test(
+            "stock_kernels_have_vmlinux_and_network_modules",
+            &apt,
+            stock_kernels_have_vmlinux_and_network_modules,
+        )
+        .test(
+            "a_missing_package_is_named_in_the_error",
+            &apt,
+            a_missing_package_is_named_in_the_error,
+        );
+    suite.run()
 }

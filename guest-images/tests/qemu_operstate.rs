@@ -7,42 +7,31 @@
 //! (bda7fab54828 reverted) shows `state UNKNOWN` without STATUS and
 //! `state UP` with it.
 //!
-//! A test that cannot run (no qemu-system-x86_64, no apt) prints
-//! `SKIPPED: <reason>` and returns; with VNETLAB_REQUIRE_QEMU=1 it fails.
+//! The tests need qemu-system-x86_64 (the need `qemu`) and apt-get (`apt`):
+//! without them they are reported as ignored, or fail when `VNETLAB_REQUIRE`
+//! names the need (or says `all`).
 //! Artifacts are cached in the default cache (VNETLAB_CACHE to move it).
+
+mod common;
 
 use std::time::Instant;
 
+use guest_images::exec::{APT_GET, QEMU};
 use guest_images::qemu::QemuBoot;
 use guest_images::{AgentConfig, BuildContext, Cache, DriverVariant, InitramfsCompression, Series};
+use testkit::suite::{Failed, Suite};
 
-fn skip(reason: &str) {
-    let msg = format!("SKIPPED: {reason}");
-    if std::env::var_os("VNETLAB_REQUIRE_QEMU").is_some_and(|v| v == "1") {
-        panic!("{msg} (VNETLAB_REQUIRE_QEMU=1 makes this a failure)");
-    }
-    eprintln!("{msg}");
-}
-
-fn context() -> Option<BuildContext> {
-    if let Err(e) = guest_images::exec::find_tool(guest_images::exec::QEMU) {
-        skip(&e.to_string());
-        return None;
-    }
-    if let Err(e) = guest_images::exec::find_tool(guest_images::exec::APT_GET) {
-        skip(&e.to_string());
-        return None;
-    }
+fn context() -> BuildContext {
     let _ = env_logger::builder().is_test(true).try_init();
-    Some(BuildContext::new(Cache::open_default(None).expect("cache")))
+    BuildContext::new(Cache::open_default(None).expect("cache"))
 }
 
 const SHOW: &str = "ip link show eth0";
 
 /// Boots one guest twice (STATUS on and off) and returns the `state` word
 /// `ip link show eth0` printed in each case.
-fn states(series: Series, variant: DriverVariant) -> Option<[(bool, String); 2]> {
-    let ctx = context()?;
+fn states(series: Series, variant: DriverVariant) -> [(bool, String); 2] {
+    let ctx = context();
     let started = Instant::now();
     let guest = match guest_images::guest(&ctx, series, variant, InitramfsCompression::Gzip) {
         Ok(g) => g,
@@ -124,13 +113,16 @@ fn states(series: Series, variant: DriverVariant) -> Option<[(bool, String); 2]>
         }
         out.push((status, state));
     }
-    Some([out[0].clone(), out[1].clone()])
+    [out[0].clone(), out[1].clone()]
 }
 
-fn expect(series: Series, variant: DriverVariant, without_status: &str, with_status: &str) {
-    let Some(states) = states(series, variant) else {
-        return;
-    };
+fn expect(
+    series: Series,
+    variant: DriverVariant,
+    without_status: &str,
+    with_status: &str,
+) -> Result<(), Failed> {
+    let states = states(series, variant);
     assert_eq!(
         states[0],
         (false, without_status.to_string()),
@@ -141,24 +133,28 @@ fn expect(series: Series, variant: DriverVariant, without_status: &str, with_sta
         (true, with_status.to_string()),
         "{series} {variant} with STATUS"
     );
+    Ok(())
 }
 
-#[test]
-fn stock_6_1_is_up_with_and_without_status() {
-    expect(Series::V6_1, DriverVariant::Stock, "UP", "UP");
-}
-
-#[test]
-fn stock_6_12_is_up_with_and_without_status() {
-    expect(Series::V6_12, DriverVariant::Stock, "UP", "UP");
-}
-
-#[test]
-fn prefix_6_1_is_unknown_without_status_and_up_with_it() {
-    expect(Series::V6_1, DriverVariant::Prefix, "UNKNOWN", "UP");
-}
-
-#[test]
-fn prefix_6_12_is_unknown_without_status_and_up_with_it() {
-    expect(Series::V6_12, DriverVariant::Prefix, "UNKNOWN", "UP");
+fn main() {
+    let needs = [common::tool("qemu", QEMU), common::tool("apt", APT_GET)];
+    let mut suite = Suite::new();
+    suite
+        .test("stock_6_1_is_up_with_and_without_status", &needs, || {
+            expect(Series::V6_1, DriverVariant::Stock, "UP", "UP")
+        })
+        .test("stock_6_12_is_up_with_and_without_status", &needs, || {
+            expect(Series::V6_12, DriverVariant::Stock, "UP", "UP")
+        })
+        .test(
+            "prefix_6_1_is_unknown_without_status_and_up_with_it",
+            &needs,
+            || expect(Series::V6_1, DriverVariant::Prefix, "UNKNOWN", "UP"),
+        )
+        .test(
+            "prefix_6_12_is_unknown_without_status_and_up_with_it",
+            &needs,
+            || expect(Series::V6_12, DriverVariant::Prefix, "UNKNOWN", "UP"),
+        );
+    suite.run()
 }

@@ -1,4 +1,14 @@
-//! The virtio-net lab's harness: boots guests on the lab's VMM and checks
-//! what their virtio_net driver does.
+//! The virtio-net lab's harness: boots guests and checks what their
+//! virtio_net driver does, scenario by scenario, on an engine (our VMM,
+//! QEMU, or a test double) and reports the results.
 
+pub mod check;
+pub mod engine;
 pub mod host;
+pub mod link;
+pub mod outcome;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod select;
+pub mod serial;

@@ -1,4 +1,7 @@
-//! The `harness` command.
+//! The `harness` command: `run` and `list` scenarios, `boot` a stock
+//! kernel.
+
+mod cli;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,6 +23,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run scenarios on an engine and report expected next to observed.
+    ///
+    /// Exit code: 0 everything that ran passed; 1 a scenario failed or
+    /// errored; 2 bad usage, invalid scenario files, no engine, or a filter
+    /// that matched nothing; 3 every selected scenario was skipped.
+    Run(cli::RunArgs),
+    /// List the scenarios (after --filter and --shard) and the engines.
+    List(cli::ListArgs),
     /// Fetch a stock Debian cloud kernel (into the guest-images cache) and
     /// boot it on the lab's VMM with its serial console on stdout.
     Boot {
@@ -89,20 +100,24 @@ fn boot(
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
-    let result = match cli.command {
+    // `run` and `list` keep exit code 1 for "a scenario failed": their own
+    // errors (bad files, no engine, bad usage) exit with 2.
+    let (result, error_code) = match cli.command {
+        Command::Run(args) => (cli::run(args), cli::EXIT_USAGE),
+        Command::List(args) => (cli::list(args), cli::EXIT_USAGE),
         Command::Boot {
             series,
             append,
             memory,
             timeout,
             cache_dir,
-        } => boot(series, &append, memory, timeout, cache_dir),
+        } => (boot(series, &append, memory, timeout, cache_dir), 1),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("harness: error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(error_code)
         }
     }
 }

@@ -24,6 +24,8 @@ static inline void mmio_w64(u64 a, u64 v) { mmio_w32(a, (u32)v); mmio_w32(a + 4,
 
 static void putc(char c) { outb(0x3f8, (u8)c); }
 static void puts(const char *s) { while (*s) putc(*s++); }
+/* Prints `s` up to the first space. */
+static void putword(const char *s) { while (*s && *s != ' ') putc(*s++); }
 static void puthex(u64 v)
 {
     char buf[19];

@@ -7,13 +7,19 @@
  * reports the link down. Every observation goes to the serial port as a
  * `probe:` line the test parses. Command line:
  *   transport=pci|mmio  mmio=0xADDR  want=0xFEATURES  extra=0xFEATURES
- *   [wait-link-down] [hold]
+ *   [wait-link-down] [hold] [irq=msix|intx|line gsi=N]
+ * With `irq=`, the guest takes the configuration interrupt for real while
+ * it waits for the link to go down: through MSI-X (PCI), through INTx
+ * routed by the IO-APIC from the function's interrupt line (PCI), or
+ * through IO-APIC input `gsi` (virtio-mmio); it then reports how many
+ * interrupts arrived (`irqs=`) and what the ISR said in the handler.
  * `hold` keeps the guest running after the probe (`probe: holding`) until
  * the VMM stops it.
  * The driver acks (offered & want) | extra: `extra` lets a test ack bits
  * the device did not offer, which the device must refuse at FEATURES_OK.
  */
 #include "guest.h"
+#include "irq.h"
 
 #define VIRTIO_F_VERSION_1 (1ull << 32)
 #define ST_ACK 1
@@ -39,6 +45,9 @@ struct ops {
 
 /* ---- virtio-pci (modern) ---- */
 static u64 common, isr_addr, devcfg;
+static u32 pci_slot;
+static u8 msix_cap;
+static u64 bar_base;
 
 static u32 pci_read(u32 slot, u32 reg)
 {
@@ -95,9 +104,12 @@ static int pci_find(struct ops *o)
         /* Memory decoding and bus mastering on, as Linux does. */
         pci_write(slot, 0x04, pci_read(slot, 0x04) | 0x6);
         u64 bar = ((u64)pci_read(slot, 0x14) << 32) | (pci_read(slot, 0x10) & ~0xfu);
+        pci_slot = slot;
+        bar_base = bar;
         u8 cap = pci_read(slot, 0x34) & 0xff;
         while (cap) {
             u32 head = pci_read(slot, cap);
+            if ((head & 0xff) == 0x11) msix_cap = cap;
             if ((head & 0xff) == 0x09) {
                 u8 type = (head >> 24) & 0xff;
                 u64 where = bar + pci_read(slot, cap + 8);
@@ -124,6 +136,23 @@ static int pci_find(struct ops *o)
     }
     puts("probe: error: no virtio-net device on PCI bus 0\n");
     return -1;
+}
+
+/* Points MSI-X table entry 0 at IRQ_VECTOR on APIC 0, enables MSI-X and
+ * makes entry 0 the configuration vector. */
+static int pci_enable_msix(void)
+{
+    if (!msix_cap) return -1;
+    u32 table = pci_read(pci_slot, msix_cap + 4);
+    if ((table & 7) != 0) return -1; /* the probe only maps BAR 0 */
+    u64 entry = bar_base + (table & ~7u);
+    mmio_w32(entry + 0, 0xfee00000u);
+    mmio_w32(entry + 4, 0);
+    mmio_w32(entry + 8, IRQ_VECTOR);
+    mmio_w32(entry + 12, 0);
+    pci_write(pci_slot, msix_cap, pci_read(pci_slot, msix_cap) | (1u << 31));
+    mmio_w16(common + 0x10, 0);
+    return mmio_r16(common + 0x10) == 0 ? 0 : -1;
 }
 
 /* ---- virtio-mmio (version 2) ---- */
@@ -208,6 +237,17 @@ static int mmio_find(struct ops *o, u64 base)
 
 static u16 link_status(struct ops *o) { return o->config8(6) | (o->config8(7) << 8); }
 
+/* What the interrupt handler saw. */
+static struct ops *irq_ops;
+static volatile u32 irq_count, irq_isr;
+
+void irq_handler(void)
+{
+    irq_count++;
+    if (irq_ops) irq_isr |= irq_ops->isr();
+    lapic_eoi();
+}
+
 int guest_main(const u8 *zero_page)
 {
     const char *cl = cmdline(zero_page);
@@ -267,12 +307,49 @@ int guest_main(const u8 *zero_page)
     puthex(gen0);
     putc('\n');
 
+    const char *irq = arg(cl, "irq");
+    if (irq) {
+        irq_setup();
+        if (starts_with(irq, "msix")) {
+            if (pci_enable_msix()) {
+                puts("probe: error: cannot enable MSI-X\n");
+                return 4;
+            }
+        } else if (starts_with(irq, "intx")) {
+            ioapic_route(pci_read(pci_slot, 0x3c) & 0xff);
+        } else {
+            ioapic_route((u32)parse_hex(arg(cl, "gsi")));
+        }
+        irq_ops = &o;
+        puts("probe: interrupts=");
+        putword(irq);
+        putc('\n');
+    }
+
     if (arg(cl, "wait-link-down")) {
         (void)o.isr(); /* start from a clear ISR */
+        if (irq) irq_enable();
         puts("probe: polling link\n");
         while (link_status(&o) & 1)
             ;
-        u32 isr = o.isr();
+        if (irq) {
+            /* Give late or duplicate interrupts time to arrive. */
+            for (volatile u32 i = 0; i < 100000; i++)
+                ;
+            irq_disable();
+            puts("probe: irqs=");
+            puthex(irq_count);
+            puts(" other_irqs=");
+            puthex(other_irqs);
+            puts(" handler_isr=");
+            puthex(irq_isr);
+            putc('\n');
+        }
+        /* The device changes the field before it raises the interrupt:
+         * give the ISR bit a moment to follow. Reading clears it. */
+        u32 isr = 0;
+        for (u32 i = 0; i < 100000 && !isr && !irq; i++)
+            isr = o.isr();
         puts("probe: link down link_status=");
         puthex(link_status(&o));
         puts(" isr=");

@@ -4,8 +4,8 @@
 
 /// Start of the GDT the VMM builds for 64-bit entry.
 pub const BOOT_GDT_START: u64 = 0x500;
-/// Start of the (empty) IDT loaded at entry.
-pub const BOOT_IDT_START: u64 = 0x520;
+/// Start of the (empty) IDT loaded at entry, after the five GDT entries.
+pub const BOOT_IDT_START: u64 = 0x530;
 /// Top of the stack the boot vCPU starts with (grows down).
 pub const BOOT_STACK_POINTER: u64 = 0x8ff0;
 /// The Linux zero page (`struct boot_params`).

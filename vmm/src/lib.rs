@@ -12,6 +12,7 @@ pub mod memory;
 pub mod netdev;
 pub mod outcome;
 pub mod profile;
+mod run;
 pub mod symbols;
 pub mod vcpu;
 pub mod vm;

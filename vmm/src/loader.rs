@@ -205,18 +205,16 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, E
             if head.len() < BZIMAGE_HEADER_END {
                 return Err(Error::NotAKernel(path.to_owned()));
             }
-            let xloadflags = u16::from_le_bytes([head[0x236], head[0x237]]);
-            if xloadflags & XLF_KERNEL_64 == 0 {
+            let hdr = BzHeader::parse(&head);
+            // xloadflags exists from boot protocol 2.12 on.
+            if hdr.version < 0x20c || hdr.xloadflags & XLF_KERNEL_64 == 0 {
                 return Err(Error::No64BitEntry(path.to_owned()));
             }
-            let init_size = u64::from(u32::from_le_bytes(
-                head[0x260..0x264].try_into().unwrap_or_default(),
-            ));
             let file_len = file
                 .metadata()
                 .map_err(|e| Error::Io(path.to_owned(), e))?
                 .len();
-            let needed = HIMEM_START + init_size.max(file_len);
+            let needed = (HIMEM_START + file_len).max(hdr.runtime_end(HIMEM_START));
             if needed > low_end {
                 return Err(too_large(needed));
             }
@@ -234,6 +232,53 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, E
                 setup_header: r.setup_header,
             })
         }
+    }
+}
+
+/// The bzImage setup-header fields that decide where the kernel runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BzHeader {
+    version: u16,
+    xloadflags: u16,
+    relocatable: bool,
+    kernel_alignment: u64,
+    pref_address: u64,
+    init_size: u64,
+}
+
+impl BzHeader {
+    /// Reads the fields from the first `BZIMAGE_HEADER_END` bytes.
+    fn parse(head: &[u8]) -> Self {
+        let u16_at = |o: usize| u16::from_le_bytes([head[o], head[o + 1]]);
+        let u32_at =
+            |o: usize| u32::from_le_bytes([head[o], head[o + 1], head[o + 2], head[o + 3]]);
+        let u64_at = |o: usize| u64::from(u32_at(o)) | (u64::from(u32_at(o + 4)) << 32);
+        Self {
+            version: u16_at(0x206),
+            xloadflags: u16_at(0x236),
+            relocatable: head[0x234] != 0,
+            kernel_alignment: u64::from(u32_at(0x230)),
+            pref_address: u64_at(0x258),
+            init_size: u64::from(u32_at(0x260)),
+        }
+    }
+
+    /// The end of the memory the kernel needs before it reads the memory
+    /// map, when loaded at `load`: `init_size` bytes from its runtime start
+    /// (Documentation/arch/x86/boot.rst, "init_size"). A relocatable kernel
+    /// runs at `load` or `pref_address`, whichever is higher, aligned up to
+    /// `kernel_alignment`; another one runs at `pref_address`.
+    fn runtime_end(&self, load: u64) -> u64 {
+        let start = if self.relocatable {
+            let base = load.max(self.pref_address);
+            match self.kernel_alignment {
+                0 => base,
+                a => base.div_ceil(a).saturating_mul(a),
+            }
+        } else {
+            self.pref_address.max(load)
+        };
+        start.saturating_add(self.init_size)
     }
 }
 
@@ -430,6 +475,28 @@ mod tests {
         trunc.truncate(70);
         let t = tmp_file("trunc.elf", &trunc);
         assert!(matches!(load_kernel(&m, &t), Err(Error::BadElf(..))));
+    }
+
+    #[test]
+    fn bzimage_runtime_end_follows_the_boot_protocol() {
+        let mut head = vec![0u8; BZIMAGE_HEADER_END];
+        head[0x206..0x208].copy_from_slice(&0x20fu16.to_le_bytes());
+        head[0x230..0x234].copy_from_slice(&0x20_0000u32.to_le_bytes());
+        head[0x234] = 1;
+        head[0x258..0x260].copy_from_slice(&0x100_0000u64.to_le_bytes());
+        head[0x260..0x264].copy_from_slice(&0x300_0000u32.to_le_bytes());
+        let hdr = BzHeader::parse(&head);
+        assert_eq!(hdr.version, 0x20f);
+        // Relocatable, loaded at 1 MiB: runs at pref_address (16 MiB).
+        assert_eq!(hdr.runtime_end(0x10_0000), 0x100_0000 + 0x300_0000);
+        // Loaded above pref_address: runs there, aligned up to 2 MiB.
+        assert_eq!(hdr.runtime_end(0x110_0000), 0x120_0000 + 0x300_0000);
+        // Not relocatable: runs at pref_address.
+        let fixed = BzHeader {
+            relocatable: false,
+            ..hdr
+        };
+        assert_eq!(fixed.runtime_end(0x10_0000), 0x100_0000 + 0x300_0000);
     }
 
     #[test]

@@ -3,26 +3,21 @@
 //! event loop that waits for the guest (or the clock) to stop it.
 
 use std::fs::File;
-use std::io::Read;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use devices::event_log::EventLog;
 use devices::legacy::{DebugExit, Serial, StopReason, StopRequest, DEBUG_EXIT_PORT, I8042};
+use devices::net::memory::MemoryPeer;
 use devices::virtio::net::NetControl;
 use devices::Bus;
-use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::config::{SerialTarget, VmConfig};
 use crate::control::{ControlServer, Controllable};
-use crate::exit::VcpuStop;
 use crate::layout::{
     CMDLINE_START, HIMEM_START, I8042_PORT, MPTABLE_START, SERIAL_IRQ, SERIAL_PORT, ZERO_PAGE_START,
 };
@@ -30,7 +25,7 @@ use crate::loader::{self, LoadedKernel};
 use crate::netdev;
 use crate::outcome::Outcome;
 use crate::profile::RipProfile;
-use crate::vcpu::{self, BootEntry, VcpuReport, VcpuShared, VcpuThread};
+use crate::vcpu::{self, BootEntry};
 use crate::x86_64::{bootparams, mptable, paging, regs};
 use crate::{memory, vm};
 
@@ -131,6 +126,7 @@ pub struct Vmm {
     kernel: LoadedKernel,
     profile: Option<(RipProfile, Duration)>,
     net_controls: Vec<NetControl>,
+    memory_peers: Vec<(String, MemoryPeer)>,
     _control: Option<ControlServer>,
 }
 
@@ -155,16 +151,17 @@ fn serial_output(target: SerialTarget) -> Result<devices::legacy::SerialOutput, 
     })
 }
 
-fn eventfd() -> Result<EventFd, Error> {
-    EventFd::new(EFD_NONBLOCK)
-        .map_err(|e| Error::EventLoop(format!("cannot create an eventfd: {e}")))
-}
-
 impl Vmm {
     /// Builds the VM: checks the input, creates memory and the KVM VM,
     /// loads the kernel, writes the boot structures, adds the legacy
     /// devices and creates the vCPUs.
     pub fn new(config: VmConfig) -> Result<Self, Error> {
+        if config.vcpus == 0 {
+            return Err(Error::VcpuCount {
+                asked: 0,
+                max: usize::from(mptable::MAX_CPUS),
+            });
+        }
         let plan = netdev::Plan::new(&config.nets)?;
         let cmdline = std::iter::once(config.cmdline.trim().to_owned())
             .chain(plan.cmdline())
@@ -212,9 +209,11 @@ impl Vmm {
                 max: max_vcpus,
             });
         }
-        let vm = Arc::new(vm::create_vm(&kvm, &mem, config.pit)?);
+        // SAFETY: `mem` lives in the returned Vmm next to the VM, and the
+        // Vmm's field order drops the vCPUs and the VM first.
+        let vm = Arc::new(unsafe { vm::create_vm(&kvm, &mem, config.pit) }?);
         let stop = Arc::new(StopRequest::new().map_err(|e| Error::EventLoop(e.to_string()))?);
-        let serial_irq = eventfd()?;
+        let serial_irq = crate::run::eventfd()?;
         vm.register_irqfd(&serial_irq, SERIAL_IRQ)
             .map_err(|e| Error::Irq("serial", e))?;
         let serial = Arc::new(Mutex::new(Serial::new(
@@ -312,6 +311,7 @@ impl Vmm {
                 .profile_interval
                 .map(|interval| (RipProfile::new(), interval)),
             net_controls: nets.controls,
+            memory_peers: nets.memory_peers,
             _control: control,
         })
     }
@@ -342,6 +342,13 @@ impl Vmm {
         &self.net_controls
     }
 
+    /// Takes the test side of the `backend=memory` device `id`: inject
+    /// frames for the guest, collect what it sends.
+    pub fn take_memory_peer(&mut self, id: &str) -> Option<MemoryPeer> {
+        let i = self.memory_peers.iter().position(|(name, _)| name == id)?;
+        Some(self.memory_peers.swap_remove(i).1)
+    }
+
     /// The loaded kernel.
     pub fn kernel(&self) -> &LoadedKernel {
         &self.kernel
@@ -364,195 +371,24 @@ impl Vmm {
         self.event_manager.add_subscriber(subscriber);
     }
 
-    /// Runs the VM until the guest stops it, a vCPU cannot go on, or the
-    /// time limit is reached.
+    /// Runs the VM until the guest stops it, a vCPU cannot go on, the host
+    /// stops it, or the time limit is reached.
     pub fn run(mut self) -> Result<Outcome, Error> {
-        let stopping = Arc::new(AtomicBool::new(false));
-        let wake = Arc::new(eventfd()?);
-        let (reports_tx, reports) = channel();
-        let (exited_tx, exited) = channel();
-        let watcher = Arc::new(Mutex::new(Waker(vec![
-            self.stop
-                .event()
-                .try_clone()
-                .map_err(|e| Error::EventLoop(e.to_string()))?,
-            wake.try_clone()
-                .map_err(|e| Error::EventLoop(e.to_string()))?,
-        ])));
-        self.event_manager.add_subscriber(watcher);
-
-        let shared = VcpuShared {
-            pio: Arc::new(std::mem::take(&mut self.pio)),
-            mmio: Arc::new(std::mem::take(&mut self.mmio)),
-            stopping: stopping.clone(),
-            stop_request: self.stop.clone(),
-            exited: exited_tx,
-            reports: reports_tx,
-            wake,
-            profile: self.profile(),
+        let profile = self.profile.take();
+        let parts = crate::run::RunParts {
+            vcpus: std::mem::take(&mut self.vcpus),
+            pio: std::mem::take(&mut self.pio),
+            mmio: std::mem::take(&mut self.mmio),
+            stop: self.stop.clone(),
+            devices: std::mem::replace(
+                &mut self.event_manager,
+                EventManager::new().map_err(|e| Error::EventLoop(format!("{e:?}")))?,
+            ),
+            serial: self.serial.clone(),
+            timeout: self.timeout,
+            stdin: self.stdin,
+            profile,
         };
-        let start = Instant::now();
-        let mut threads = Vec::new();
-        for (id, fd) in std::mem::take(&mut self.vcpus).into_iter().enumerate() {
-            match vcpu::spawn_vcpu(id as u8, fd, shared.clone()) {
-                Ok(t) => threads.push(t),
-                Err(e) => {
-                    stop_vcpus(&stopping, threads, &exited);
-                    return Err(e.into());
-                }
-            }
-        }
-        if self.stdin {
-            spawn_console_input(self.serial.clone(), stopping.clone());
-        }
-        let outcome = self.wait(start, &reports, &threads);
-        stop_vcpus(&stopping, threads, &exited);
-        if let Err(e) = self
-            .serial
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .flush()
-        {
-            log::warn!("cannot flush the serial output: {e}");
-        }
-        outcome
-    }
-
-    fn wait(
-        &mut self,
-        start: Instant,
-        reports: &Receiver<VcpuReport>,
-        threads: &[VcpuThread],
-    ) -> Result<Outcome, Error> {
-        let deadline = self.timeout.map(|t| start + t);
-        let sample_every = self.profile.as_ref().map(|(_, interval)| *interval);
-        let mut next_sample = sample_every.map(|i| start + i);
-        loop {
-            if let (Some(at), Some(interval)) = (next_sample, sample_every) {
-                if Instant::now() >= at {
-                    threads.iter().for_each(VcpuThread::kick);
-                    next_sample = Some(at + interval);
-                }
-            }
-            if let Some(why) = self.stop.reason() {
-                return Ok(match why {
-                    StopReason::Reset => Outcome::GuestReset,
-                    StopReason::DebugExit(code) => Outcome::DebugExit(code),
-                    StopReason::Host => Outcome::Stopped,
-                });
-            }
-            if let Ok(report) = reports.try_recv() {
-                return Ok(outcome_of(report));
-            }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| d <= now) {
-                return Ok(Outcome::Timeout(self.timeout.unwrap_or_default()));
-            }
-            let wake_at = [deadline, next_sample].into_iter().flatten().min();
-            let wait_ms = wake_at.map_or(-1, |at| {
-                let left = at.saturating_duration_since(now);
-                i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX)
-            });
-            self.event_manager
-                .run_with_timeout(wait_ms)
-                .map_err(|e| Error::EventLoop(format!("{e:?}")))?;
-        }
-    }
-}
-
-fn outcome_of(report: VcpuReport) -> Outcome {
-    let VcpuReport {
-        id,
-        stop,
-        rip,
-        internal,
-    } = report;
-    match stop {
-        VcpuStop::TripleFault => Outcome::TripleFault { rip },
-        VcpuStop::PowerOff => Outcome::GuestPowerOff,
-        VcpuStop::Reset => Outcome::GuestReset,
-        VcpuStop::InternalError => Outcome::InternalError {
-            error: internal.unwrap_or_else(|| crate::exit::InternalError::from_parts(0, vec![])),
-            rip,
-        },
-        VcpuStop::Unexpected(why) => Outcome::VcpuStopped(format!("vCPU {id}: {why}")),
-    }
-}
-
-/// Tells the vCPU threads to stop, kicks them out of KVM_RUN until they
-/// do, and joins them. A thread that does not stop within 5 s is left
-/// behind with an error logged (the process is about to end anyway).
-fn stop_vcpus(stopping: &AtomicBool, threads: Vec<VcpuThread>, exited: &Receiver<u8>) {
-    stopping.store(true, Ordering::Release);
-    let give_up = Instant::now() + Duration::from_secs(5);
-    let mut running = threads;
-    while !running.is_empty() && Instant::now() < give_up {
-        running.iter().for_each(VcpuThread::kick);
-        // A kick can land just before the thread enters KVM_RUN; kick again
-        // unless it reports its end soon.
-        if let Ok(id) = exited.recv_timeout(Duration::from_millis(2)) {
-            if let Some(i) = running.iter().position(|t| t.id == id) {
-                // It has left its loop: joining does not block for long.
-                running.swap_remove(i).join();
-            }
-        }
-    }
-    for t in running {
-        log::error!("vCPU {} did not stop", t.id);
-    }
-}
-
-/// Reads the VMM's standard input into the serial port's receive FIFO.
-fn spawn_console_input(serial: Arc<Mutex<Serial>>, stopping: Arc<AtomicBool>) {
-    let spawned = std::thread::Builder::new()
-        .name("console-in".into())
-        .spawn(move || {
-            let mut stdin = std::io::stdin();
-            let mut buf = [0u8; 64];
-            while !stopping.load(Ordering::Acquire) {
-                let n = match stdin.read(&mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                let mut pending = &buf[..n];
-                while !pending.is_empty() && !stopping.load(Ordering::Acquire) {
-                    let taken = serial
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .enqueue_input(pending)
-                        .unwrap_or(0);
-                    pending = &pending[taken..];
-                    if !pending.is_empty() {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        log::warn!("no console input: cannot start its thread: {e}");
-    }
-}
-
-/// Consumes the VMM's own wake-up eventfds so the event loop returns and
-/// `Vmm::wait` can look at what happened.
-struct Waker(Vec<EventFd>);
-
-impl MutEventSubscriber for Waker {
-    fn process(&mut self, events: Events, _ops: &mut EventOps) {
-        if let Some(evt) = self.0.iter().find(|e| {
-            use std::os::fd::AsRawFd;
-            e.as_raw_fd() == events.fd()
-        }) {
-            // Reading resets the counter; a failure (EAGAIN) is harmless.
-            let _ = evt.read();
-        }
-    }
-
-    fn init(&mut self, ops: &mut EventOps) {
-        for evt in &self.0 {
-            if let Err(e) = ops.add(Events::new(evt, EventSet::IN)) {
-                log::error!("cannot watch a VMM event: {e:?}");
-            }
-        }
+        crate::run::run(parts)
     }
 }

@@ -138,7 +138,17 @@ enum Command {
 }
 
 fn parse_net(s: &str) -> Result<NetConfig, String> {
-    NetConfig::parse(s).map_err(|e| e.to_string())
+    let net = NetConfig::parse(s).map_err(|e| e.to_string())?;
+    if net.backend == devices::net::BackendKind::Memory {
+        // Its other end is a handle in this process, which the command
+        // line cannot reach: frames would pile up unseen.
+        return Err(
+            "backend=memory is for tests and benchmarks that use the VMM as a library; \
+             use none, loopback or tap here"
+                .into(),
+        );
+    }
+    Ok(net)
 }
 
 fn ctl(socket: &std::path::Path, request: &[String]) -> ExitCode {

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use devices::event_log::EventLog;
+use devices::net::memory::MemoryPeer;
 use devices::pci::{BarObserver, MsiSender, PciConfigIo, PciMmioWindow, PciRoot};
 use devices::virtio::mmio::{mmio_cmdline, MmioTransport, MMIO_DEVICE_SIZE};
 use devices::virtio::net::{NetConfig, NetControl, NetDevice, Transport};
@@ -179,6 +180,8 @@ impl Plan {
 pub struct Attached {
     /// Control handles, for the control socket and status.
     pub controls: Vec<NetControl>,
+    /// The other end of each `backend=memory` device, by device name.
+    pub memory_peers: Vec<(String, MemoryPeer)>,
     /// Event-loop subscribers: each device's queue processing.
     pub subscribers: Vec<Subscriber>,
 }
@@ -263,6 +266,7 @@ pub fn attach(
 ) -> Result<Attached, Error> {
     let mut attached = Attached {
         controls: Vec::new(),
+        memory_peers: Vec::new(),
         subscribers: Vec::new(),
     };
     let mut pci_root = if plan.has_pci() {
@@ -286,8 +290,11 @@ pub fn attach(
             // plus their index.
             cfg.mac.0[5] = cfg.mac.0[5].wrapping_add(index as u8);
         }
-        let (device, _peer) =
+        let (device, peer) =
             NetDevice::from_config(cfg, log.clone()).map_err(|e| Error::Device(id.clone(), e))?;
+        if let Some(peer) = peer {
+            attached.memory_peers.push((id.clone(), peer));
+        }
         attached.controls.push(device.control());
         attached
             .subscribers

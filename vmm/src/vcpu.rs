@@ -1,9 +1,10 @@
 //! vCPUs: creation and boot state, and the run loop each vCPU thread
 //! executes until the VM stops.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Once};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use devices::legacy::StopRequest;
@@ -105,12 +106,11 @@ pub fn kick_signal() -> libc::c_int {
 }
 
 fn install_kick_handler() -> Result<(), Error> {
-    static ONCE: Once = Once::new();
-    let mut result = Ok(());
-    ONCE.call_once(|| {
-        result = register_signal_handler(kick_signal(), kick_handler).map_err(Error::Signal);
-    });
-    result
+    // Installed once per process; a failure is remembered, because kicking
+    // a thread without the handler would end the process.
+    static INSTALLED: OnceLock<Result<(), vmm_sys_util::errno::Error>> = OnceLock::new();
+    (*INSTALLED.get_or_init(|| register_signal_handler(kick_signal(), kick_handler)))
+        .map_err(Error::Signal)
 }
 
 /// A running vCPU thread.
@@ -164,7 +164,29 @@ pub fn spawn_vcpu(id: u8, vcpu: VcpuFd, shared: VcpuShared) -> Result<VcpuThread
     install_kick_handler()?;
     let handle = std::thread::Builder::new()
         .name(format!("vcpu{id}"))
-        .spawn(move || run_loop(id, vcpu, shared))
+        .spawn(move || {
+            let _notice = ExitNotice(id, shared.exited.clone());
+            let reports = shared.reports.clone();
+            let wake = shared.wake.clone();
+            // A panic (a device bug met on this vCPU) ends the VM with a
+            // report instead of leaving it waiting for a vCPU that is gone.
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| run_loop(id, vcpu, shared))) {
+                let why = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                let report = VcpuReport {
+                    id,
+                    stop: VcpuStop::Unexpected(format!("the vCPU thread panicked: {why}")),
+                    rip: None,
+                    internal: None,
+                };
+                if reports.send(report).is_ok() {
+                    let _ = wake.write(1);
+                }
+            }
+        })
         .map_err(|e| Error::Thread(id, e))?;
     Ok(VcpuThread { id, handle })
 }
@@ -179,7 +201,6 @@ impl Drop for ExitNotice {
 }
 
 fn run_loop(id: u8, mut vcpu: VcpuFd, shared: VcpuShared) {
-    let _notice = ExitNotice(id, shared.exited.clone());
     let stop = loop {
         if shared.stopping.load(Ordering::Acquire) || shared.stop_request.is_requested() {
             return;

@@ -39,7 +39,13 @@ pub fn open_kvm() -> Result<Kvm, Error> {
 /// which would delay the guest's start. The PIT is optional because its
 /// teardown costs about 15 ms at exit and a bare-metal guest does not need
 /// it; Linux calibrates its clocks against it, so keep it for kernels.
-pub fn create_vm(kvm: &Kvm, mem: &GuestMemoryMmap, pit: bool) -> Result<VmFd, Error> {
+///
+/// # Safety
+///
+/// KVM keeps using the host mappings of `mem` after this returns: the
+/// caller must keep `mem` alive (and mapped) until the returned VM and all
+/// its vCPUs are closed.
+pub unsafe fn create_vm(kvm: &Kvm, mem: &GuestMemoryMmap, pit: bool) -> Result<VmFd, Error> {
     let vm = kvm
         .create_vm()
         .map_err(|e| Error::Kvm("create the KVM VM", e))?;
@@ -60,8 +66,8 @@ pub fn create_vm(kvm: &Kvm, mem: &GuestMemoryMmap, pit: bool) -> Result<VmFd, Er
             flags: 0,
         };
         // SAFETY: the region is a live mapping owned by `mem`, which the
-        // caller keeps alive for as long as the VM runs (the Vmm owns both),
-        // and slots do not overlap since the regions do not.
+        // caller keeps alive for as long as the VM exists (this function's
+        // contract), and slots do not overlap since the regions do not.
         unsafe { vm.set_user_memory_region(mem_region) }
             .map_err(|e| Error::Kvm("register guest memory with KVM", e))?;
     }

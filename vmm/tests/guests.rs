@@ -231,14 +231,72 @@ fn serial_input() -> Result<(), Failed> {
     })
 }
 
+/// The second vCPU waits for the boot vCPU's INIT and start-up IPIs, as on
+/// a PC, then runs a real-mode trampoline that prints and raises a flag.
 fn two_vcpus() -> Result<(), Failed> {
+    const TRAMPOLINE: u64 = 0x1_0000; // start-up vector 0x10
+    const FLAG: u64 = 0x1000;
+    const LAPIC: u64 = 0xfee0_0000;
     let dir = tmp();
-    let guest = Program::new()
-        .print("bsp")?
-        .debug_exit(0)?
-        .write_elf(dir.path(), "smp.elf")?;
-    let out = expect_exit(&guest, &["--vcpus", "2"], 0, "debug-exit")?;
-    ensure(text(&out.stdout) == "bsp", || "the boot vCPU ran".into())
+
+    // The AP's code, 16-bit real mode at 0x1000:0000.
+    let mut ap = iced_x86::code_asm::CodeAssembler::new(16)?;
+    ap.mov(dx, 0x3f8u32)?;
+    ap.mov(al, u32::from(b'A'))?;
+    ap.out(dx, al)?;
+    ap.mov(byte_ptr(FLAG), 1u32)?;
+    let mut park = ap.create_label();
+    ap.set_label(&mut park)?;
+    ap.cli()?;
+    ap.hlt()?;
+    ap.jmp(park)?;
+    let ap_code = ap.assemble(TRAMPOLINE)?;
+
+    let mut p = Program::new();
+    // Copy the trampoline below 1 MiB, byte by byte.
+    for (i, b) in ap_code.iter().enumerate() {
+        p.asm.mov(byte_ptr(TRAMPOLINE + i as u64), u32::from(*b))?;
+    }
+    p.asm.mov(rbx, LAPIC)?;
+    // Enable the local APIC, then INIT and START-UP to APIC ID 1.
+    p.asm.mov(dword_ptr(rbx + 0xf0), 0x1ffu32)?;
+    p.asm.mov(dword_ptr(rbx + 0x310), 1u32 << 24)?;
+    p.asm.mov(dword_ptr(rbx + 0x300), 0x4500u32)?;
+    p.asm.mov(dword_ptr(rbx + 0x310), 1u32 << 24)?;
+    p.asm.mov(
+        dword_ptr(rbx + 0x300),
+        0x4600u32 | (TRAMPOLINE >> 12) as u32,
+    )?;
+    // Wait for the flag, a bounded number of times.
+    let mut wait = p.asm.create_label();
+    let mut failed = p.asm.create_label();
+    p.asm.mov(ecx, 5_000_000u32)?;
+    p.asm.set_label(&mut wait)?;
+    p.asm.cmp(byte_ptr(FLAG), 1)?;
+    let mut seen = p.asm.create_label();
+    p.asm.je(seen)?;
+    p.asm.dec(ecx)?;
+    p.asm.jz(failed)?;
+    p.asm.jmp(wait)?;
+    p.asm.set_label(&mut seen)?;
+    p.print(" ap ran")?;
+    p.debug_exit(0)?;
+    p.asm.set_label(&mut failed)?;
+    p.debug_exit(1)?;
+    let guest = p.write_elf(dir.path(), "smp.elf")?;
+    let out = expect_exit(
+        &guest,
+        &["--vcpus", "2", "--timeout", "60"],
+        0,
+        "debug-exit",
+    )?;
+    let stdout = text(&out.stdout);
+    ensure(stdout == "A ap ran", || {
+        format!("serial output: {stdout:?}")
+    })?;
+    ensure(!text(&out.stderr).contains("did not stop"), || {
+        format!("a vCPU was left behind: {}", text(&out.stderr))
+    })
 }
 
 /// A device that records writes and answers reads with a pattern derived
@@ -301,6 +359,76 @@ fn mmio_and_port_device() -> Result<(), Failed> {
     ensure(
         port_writes == vec![(0, vec![0xc0, 0xc1, 0xc2, 0xc3])],
         || format!("port writes: {port_writes:x?} (the MMIO read must come back)"),
+    )
+}
+
+/// A device that panics on any access.
+struct PanickingDevice;
+
+impl BusDevice for PanickingDevice {
+    fn read(&mut self, _base: u64, _offset: u64, _data: &mut [u8]) {
+        panic!("test device bug on read");
+    }
+    fn write(&mut self, _base: u64, _offset: u64, _data: &[u8]) {
+        panic!("test device bug on write");
+    }
+}
+
+/// A device bug met on a vCPU ends the run with a report, not a hang.
+fn panicking_vcpu_device_ends_the_run() -> Result<(), Failed> {
+    const BASE: u64 = 0xd200_0000;
+    let dir = tmp();
+    let mut p = Program::new();
+    p.asm.mov(rbx, BASE)?;
+    p.asm.mov(eax, dword_ptr(rbx))?;
+    p.debug_exit(0)?;
+    let guest = p.write_elf(dir.path(), "panic.elf")?;
+    let mut config = VmConfig::new(&guest);
+    config.memory_mib = 32;
+    config.serial = SerialTarget::Null;
+    config.timeout = Some(std::time::Duration::from_secs(120));
+    let mut vm = Vmm::new(config)?;
+    vm.mmio_bus_mut()
+        .insert(Arc::new(Mutex::new(PanickingDevice)), BASE, 0x1000)?;
+    let outcome = vm.run()?;
+    ensure(
+        matches!(&outcome, Outcome::VcpuStopped(why) if why.contains("vCPU 0: the vCPU thread panicked: test device bug on read")),
+        || format!("outcome: {outcome:?}"),
+    )
+}
+
+/// An event-loop subscriber that panics as soon as it is registered.
+struct PanickingSubscriber(vmm_sys_util::eventfd::EventFd);
+
+impl event_manager::MutEventSubscriber for PanickingSubscriber {
+    fn process(&mut self, _events: event_manager::Events, _ops: &mut event_manager::EventOps) {
+        panic!("test subscriber bug");
+    }
+    fn init(&mut self, ops: &mut event_manager::EventOps) {
+        ops.add(event_manager::Events::new(
+            &self.0,
+            vmm_sys_util::epoll::EventSet::IN,
+        ))
+        .expect("watch the test eventfd");
+    }
+}
+
+/// A device bug in the event loop ends the run with a report.
+fn panicking_event_loop_device_ends_the_run() -> Result<(), Failed> {
+    let dir = tmp();
+    let guest = Program::new().hang()?.write_elf(dir.path(), "spin.elf")?;
+    let mut config = VmConfig::new(&guest);
+    config.memory_mib = 32;
+    config.serial = SerialTarget::Null;
+    config.timeout = Some(std::time::Duration::from_secs(120));
+    let mut vm = Vmm::new(config)?;
+    let evt = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK)?;
+    evt.write(1)?;
+    vm.add_subscriber(Arc::new(Mutex::new(PanickingSubscriber(evt))));
+    let outcome = vm.run()?;
+    ensure(
+        matches!(&outcome, Outcome::VcpuStopped(why) if why.contains("a device panicked: test subscriber bug")),
+        || format!("outcome: {outcome:?}"),
     )
 }
 
@@ -376,6 +504,26 @@ fn bad_input() -> Result<(), Failed> {
             "1 to 254 vCPUs, not 0",
         ),
         (vec![], 2, "--kernel <PATH>"),
+        (
+            vec!["--kernel", tiny_s, "--net", "features=-guest_csum"],
+            2,
+            "guest_tso4 requires guest_csum (virtio 1.2 section 5.1.3.1)",
+        ),
+        (
+            vec!["--kernel", tiny_s, "--net", "colour=blue"],
+            2,
+            "unknown --net key `colour`",
+        ),
+        (
+            vec!["--kernel", tiny_s, "--net", "backend=memory"],
+            2,
+            "backend=memory is for tests and benchmarks",
+        ),
+        (
+            vec!["--kernel", tiny_s, "--net", "id=a", "--net", "id=a"],
+            1,
+            "two network devices are named `a`",
+        ),
     ];
     for (args, code, message) in cases {
         let out = run_vmm(&args, b"")?;
@@ -410,6 +558,16 @@ fn main() {
         .test("internal_error", &kvm, internal_error)
         .test("serial_input", &kvm, serial_input)
         .test("two_vcpus", &kvm, two_vcpus)
-        .test("mmio_and_port_device", &kvm, mmio_and_port_device);
+        .test("mmio_and_port_device", &kvm, mmio_and_port_device)
+        .test(
+            "panicking_vcpu_device_ends_the_run",
+            &kvm,
+            panicking_vcpu_device_ends_the_run,
+        )
+        .test(
+            "panicking_event_loop_device_ends_the_run",
+            &kvm,
+            panicking_event_loop_device_ends_the_run,
+        );
     suite.run()
 }

@@ -36,12 +36,35 @@ pub fn patch_cpuid(cpuid: &mut CpuId, cpu_id: u8, num_cpus: u8) {
                 entry.eax |= u32::from(num_cpus.saturating_sub(1) & 0x3f) << 26;
             }
             LEAF_TOPOLOGY | LEAF_TOPOLOGY_V2 => {
-                // EDX: the x2APIC ID of this vCPU, on every sub-leaf.
-                entry.edx = u32::from(cpu_id);
+                patch_topology_entry(entry, cpu_id, num_cpus);
             }
             _ => {}
         }
     }
+}
+
+/// Level type "SMT" in ECX[15:8] of leaves 0xB/0x1F.
+const LEVEL_TYPE_SMT: u32 = 1;
+/// Level type "core".
+const LEVEL_TYPE_CORE: u32 = 2;
+
+/// Rewrites one sub-leaf of the extended topology leaves for a package of
+/// `num_cpus` single-threaded cores, instead of keeping the host's shifts
+/// and counts: sub-leaf 0 is the SMT level (1 thread, shift 0), sub-leaf 1
+/// the core level (`num_cpus` cores, shift to cover their APIC IDs), and
+/// the rest are invalid. EDX is the x2APIC ID on every sub-leaf.
+fn patch_topology_entry(entry: &mut kvm_bindings::kvm_cpuid_entry2, cpu_id: u8, num_cpus: u8) {
+    let core_shift = u32::from(num_cpus).next_power_of_two().trailing_zeros();
+    let sub = entry.index;
+    let (eax, ebx, level_type) = match sub {
+        0 => (0, 1, LEVEL_TYPE_SMT),
+        1 => (core_shift, u32::from(num_cpus), LEVEL_TYPE_CORE),
+        _ => (0, 0, 0),
+    };
+    entry.eax = eax;
+    entry.ebx = ebx;
+    entry.ecx = (level_type << 8) | (sub & 0xff);
+    entry.edx = u32::from(cpu_id);
 }
 
 #[cfg(test)]
@@ -60,6 +83,23 @@ mod tests {
             },
             kvm_cpuid_entry2 {
                 function: 0xb,
+                // What a host with SMT might report on sub-leaf 0.
+                eax: 1,
+                ebx: 2,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0xb,
+                index: 1,
+                eax: 7,
+                ebx: 64,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0xb,
+                index: 2,
+                eax: 9,
+                ebx: 9,
                 ..Default::default()
             },
             kvm_cpuid_entry2 {
@@ -75,8 +115,13 @@ mod tests {
         assert_eq!((e[0].ebx >> 16) & 0xff, 4);
         assert_ne!(e[0].ecx & ECX_HYPERVISOR, 0);
         assert_ne!(e[0].edx & EDX_HTT, 0);
-        assert_eq!(e[1].edx, 2);
-        assert_eq!(e[2].eax >> 26, 3);
+        // Sub-leaf 0: SMT level, one thread per core.
+        assert_eq!((e[1].eax, e[1].ebx, e[1].ecx, e[1].edx), (0, 1, 0x100, 2));
+        // Sub-leaf 1: core level, 4 cores need a 2-bit shift.
+        assert_eq!((e[2].eax, e[2].ebx, e[2].ecx, e[2].edx), (2, 4, 0x201, 2));
+        // Beyond: invalid level.
+        assert_eq!((e[3].eax, e[3].ebx, e[3].ecx, e[3].edx), (0, 0, 2, 2));
+        assert_eq!(e[4].eax >> 26, 3);
 
         patch_cpuid(&mut cpuid, 0, 1);
         assert_eq!(cpuid.as_slice()[0].edx & EDX_HTT, 0);

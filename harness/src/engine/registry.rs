@@ -1,0 +1,138 @@
+//! The engines `harness run --engine NAME` can choose from. For now only the
+//! fake exists, and only by explicit choice; the real engines (`vmm`,
+//! `qemu`) are added here when they are written.
+
+use std::sync::Arc;
+
+use super::fake::{FakeEngine, FAULTS_ENV};
+use super::Engine;
+
+/// The environment variable that names the engine when `--engine` is not
+/// given.
+pub const ENGINE_ENV: &str = "VNETLAB_ENGINE";
+
+/// One engine the harness knows.
+#[derive(Debug, Clone)]
+pub struct EngineInfo {
+    /// The name `--engine` takes.
+    pub name: &'static str,
+    /// One line about it.
+    pub summary: &'static str,
+    /// A test double: never chosen automatically.
+    pub test_double: bool,
+    /// Builds the engine, or says why it cannot run on this machine.
+    pub make: fn() -> Result<Arc<dyn Engine>, String>,
+}
+
+/// The known engines.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    engines: Vec<EngineInfo>,
+}
+
+fn make_fake() -> Result<Arc<dyn Engine>, String> {
+    let spec = std::env::var(FAULTS_ENV).unwrap_or_default();
+    let fake = FakeEngine::from_spec(&spec)?;
+    Ok(Arc::new(fake))
+}
+
+impl Registry {
+    /// The engines built into this harness.
+    pub fn builtin() -> Self {
+        Self {
+            engines: vec![EngineInfo {
+                name: "fake",
+                summary: "TEST DOUBLE: simulates the virtio_net driver's carrier logic; boots \
+                          nothing and proves nothing about a real guest (faults from \
+                          VNETLAB_FAKE_FAULTS)",
+                test_double: true,
+                make: make_fake,
+            }],
+        }
+    }
+
+    /// A registry of these engines (for tests).
+    pub fn new(engines: Vec<EngineInfo>) -> Self {
+        Self { engines }
+    }
+
+    /// Every engine, in order.
+    pub fn engines(&self) -> &[EngineInfo] {
+        &self.engines
+    }
+
+    /// The engine called `name`, or, without a name, the first real engine
+    /// that can run here. Test doubles are only used by name.
+    pub fn create(&self, name: Option<&str>) -> Result<Arc<dyn Engine>, String> {
+        let names = || {
+            self.engines
+                .iter()
+                .map(|e| e.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if let Some(name) = name {
+            let info = self
+                .engines
+                .iter()
+                .find(|e| e.name == name)
+                .ok_or_else(|| {
+                    format!("no engine is called `{name}`; known engines: {}", names())
+                })?;
+            return (info.make)().map_err(|why| format!("engine {name} cannot run: {why}"));
+        }
+        let mut reasons = Vec::new();
+        for info in self.engines.iter().filter(|e| !e.test_double) {
+            match (info.make)() {
+                Ok(engine) => return Ok(engine),
+                Err(why) => reasons.push(format!("{}: {why}", info.name)),
+            }
+        }
+        if reasons.is_empty() {
+            Err(format!(
+                "no real engine exists in this harness yet (the vmm and qemu engines are still to \
+                 be written); choose one with --engine or {ENGINE_ENV} (known: {}); `fake` is a \
+                 test double that runs no guest",
+                names()
+            ))
+        } else {
+            Err(format!("no engine can run here: {}", reasons.join("; ")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fake_is_only_used_by_name() {
+        let r = Registry::builtin();
+        let e = r.create(None).err().unwrap();
+        assert!(e.contains("no real engine"), "{e}");
+        let fake = r.create(Some("fake")).unwrap();
+        assert!(fake.name().contains("test double"));
+        let e = r.create(Some("qemu")).err().unwrap();
+        assert!(e.contains("known engines: fake"), "{e}");
+    }
+
+    #[test]
+    fn automatic_choice_skips_engines_that_cannot_run() {
+        let r = Registry::new(vec![
+            EngineInfo {
+                name: "broken",
+                summary: "",
+                test_double: false,
+                make: || Err("no /dev/kvm".into()),
+            },
+            EngineInfo {
+                name: "fake",
+                summary: "",
+                test_double: true,
+                make: || Ok(Arc::new(FakeEngine::new())),
+            },
+        ]);
+        let e = r.create(None).err().unwrap();
+        assert_eq!(e, "no engine can run here: broken: no /dev/kvm");
+    }
+}

@@ -1,0 +1,288 @@
+//! The `harness` binary end to end: `run` on the shipped scenarios with the
+//! only engine that runs on any machine today (the fake), exit codes,
+//! `--filter`, `--shard`, report files, and `list`. The existing `boot`
+//! subcommand is checked for its usage only (it needs a kernel and KVM).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn harness() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_harness"));
+    c.env_remove("VNETLAB_ENGINE")
+        .env_remove("VNETLAB_FAKE_FAULTS")
+        .env("RUST_LOG", "error")
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+fn scenarios_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
+}
+
+fn out(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The end-to-end run of every shipped scenario on the engines that can run
+/// on this machine. Only the fake exists so far; the vmm and qemu engines
+/// will be added to this list when they are written.
+#[test]
+fn every_shipped_scenario_passes_on_the_fake_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("junit.xml");
+    let json = dir.path().join("report.json");
+    let o = harness()
+        .args(["run", "--engine", "fake", "-j", "2", "--timeout", "60"])
+        .arg(scenarios_dir())
+        .arg("--junit")
+        .arg(&junit)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout
+            .starts_with("engine: fake (test double: a simulated virtio_net guest, no VM runs)\n"),
+        "{text}"
+    );
+    assert!(
+        stdout.contains("result: 16 passed, 0 failed, 0 skipped"),
+        "{text}"
+    );
+    let bug = stdout
+        .lines()
+        .find(|l| l.starts_with("operstate/6.1-prefix/no-status "))
+        .unwrap();
+    assert!(
+        bug.contains("state UNKNOWN") && bug.contains("carrier_changes 0") && bug.contains("PASS"),
+        "{bug}"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("harness: [16/16]"));
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    assert_eq!(doc.root_element().attribute("tests"), Some("16"));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["summary"]["passed"], 16);
+}
+
+#[test]
+fn a_mismatch_exits_1_and_is_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wrong.toml");
+    std::fs::write(
+        &file,
+        "name = \"wrong\"\nguest = { kernel = \"debian-6.1\" }\ndevice = { features = \"-status\" }\n\
+         steps = [\"boot\", \"link-up\", \"show\"]\n[[expect]]\noperstate = \"UNKNOWN\"\n",
+    )
+    .unwrap();
+    let o = harness()
+        .args(["run", "--engine", "fake"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL wrong ("), "{text}");
+    assert!(
+        text.contains("at show 1: expected state UNKNOWN, observed state UP"),
+        "{text}"
+    );
+    assert!(
+        text.contains("result: 0 passed, 1 failed, 0 skipped"),
+        "{text}"
+    );
+    assert!(text.contains("scenario files kept in"), "{text}");
+}
+
+#[test]
+fn engine_errors_exit_1_and_skips_alone_exit_3() {
+    let o = harness()
+        .args([
+            "run",
+            "--engine",
+            "fake",
+            "--filter",
+            "operstate/6.1-stock/*",
+        ])
+        .env("VNETLAB_FAKE_FAULTS", "*/no-status=guest-panic")
+        .output()
+        .unwrap();
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("ERROR operstate/6.1-stock/no-status"),
+        "{text}"
+    );
+    assert!(text.contains("the guest kernel panicked"), "{text}");
+
+    let o = harness()
+        .args(["run", "--filter", "operstate/6.1-stock/*"])
+        .env("VNETLAB_ENGINE", "fake")
+        .env("VNETLAB_FAKE_FAULTS", "*=unsupported")
+        .output()
+        .unwrap();
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("result: 0 passed, 0 failed, 2 skipped"),
+        "{text}"
+    );
+
+    let o = harness()
+        .args([
+            "run",
+            "--engine",
+            "fake",
+            "--fail-on-skip",
+            "--filter",
+            "operstate/6.1-stock/*",
+        ])
+        .env("VNETLAB_FAKE_FAULTS", "*/status=unsupported")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    // no engine named, and no real engine exists yet: the fake is never chosen by itself
+    let o = harness().arg("run").output().unwrap();
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("no real engine exists in this harness yet"),
+        "{text}"
+    );
+
+    let o = harness()
+        .args(["run", "--engine", "qemu"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(out(&o).contains("no engine is called `qemu`; known engines: fake"));
+
+    let o = harness()
+        .args(["run", "--engine", "fake", "--filter", "nothing-like-this"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(out(&o).contains("no scenario matches --filter nothing-like-this (there are 16)"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "name = \"x\"\nguest = { kernel = \"debian-6.1\" }\nsteps = [\"boot\", \"reboot\"]\n",
+    )
+    .unwrap();
+    let o = harness()
+        .args(["run", "--engine", "fake"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains(&format!("{}:3:18: unknown step `reboot`", bad.display())),
+        "{text}"
+    );
+
+    let o = harness()
+        .args(["run", "--engine", "fake", "--shard", "3/2"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(out(&o).contains("is not a shard"));
+    let o = harness()
+        .args(["run", "--engine", "fake", "-j", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
+
+fn listed(args: &[&str]) -> Vec<String> {
+    let o = harness().arg("list").args(args).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .take_while(|l| !l.is_empty() && !l.contains("scenarios selected"))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn list_filters_and_shards_deterministically() {
+    let all = listed(&[]);
+    assert_eq!(all.len(), 16);
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(all, sorted);
+    assert_eq!(listed(&["--filter", "prefix"]).len(), 5);
+    assert_eq!(
+        listed(&["--filter", "operstate/*/no-status", "--filter", "reload"]),
+        [
+            "operstate/6.1-prefix/no-status",
+            "operstate/6.1-stock/no-status",
+            "operstate/6.12-stock/no-status",
+            "operstate/test-prefix/no-status",
+            "operstate/test-stock/no-status",
+            "reload/6.1-prefix/no-status",
+            "reload/6.1-stock/no-status",
+        ]
+    );
+    let mut union = Vec::new();
+    for i in 1..=3 {
+        let part = listed(&["--shard", &format!("{i}/3")]);
+        assert_eq!(
+            part,
+            listed(&["--shard", &format!("{i}/3")]),
+            "same shard twice"
+        );
+        assert!(part.len() == 5 || part.len() == 6);
+        union.extend(part);
+    }
+    union.sort();
+    assert_eq!(union, all, "the shards partition the scenarios");
+
+    let o = harness().arg("list").output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("engines:\n  fake     TEST DOUBLE"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn an_empty_shard_is_not_a_failure() {
+    let o = harness()
+        .args([
+            "run",
+            "--engine",
+            "fake",
+            "--filter",
+            "features/6.1-stock/default",
+            "--shard",
+            "2/2",
+        ])
+        .output()
+        .unwrap();
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains("this shard holds no scenario"), "{text}");
+}
+
+#[test]
+fn boot_is_still_there() {
+    let o = harness().args(["boot", "--help"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("--series"));
+}
