@@ -198,6 +198,13 @@ struct BuildMeta {
     fresh_tree: bool,
 }
 
+/// Checks that this host can build the kernel (x86-64, make, gcc, flex,
+/// bison, bc, libelf headers, tar, xz, patch, dpkg-deb); the error names
+/// the Debian package of a missing tool.
+pub fn check_host() -> Result<()> {
+    tree::check_tools().map(drop)
+}
+
 /// The pinned source package (the version of the pinned 6.1 stock kernel).
 pub fn source_package() -> PackageRef {
     Series::V6_1.pin().source_package()
