@@ -328,6 +328,24 @@ pub struct Observation {
     pub carrier: Option<CarrierInfo>,
 }
 
+impl Observation {
+    /// The `ip link show` line with the carrier pairs appended
+    /// (`... qlen 1000 carrier 1 carrier_changes 2`): one line that a parser
+    /// of `ip link` headers which also reads `carrier`/`carrier_changes`
+    /// pairs (the harness's) takes whole.
+    pub fn header_with_carrier(&self) -> String {
+        match &self.carrier {
+            Some(c) => format!(
+                "{} carrier {} carrier_changes {}",
+                self.ip_link_line,
+                u8::from(c.carrier),
+                c.carrier_changes
+            ),
+            None => self.ip_link_line.clone(),
+        }
+    }
+}
+
 /// How one step ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepResult {
@@ -634,6 +652,11 @@ mod tests {
             assert_ne!(features & (1 << 32), 0, "VERSION_1");
         }
         assert!(r.begin_time_s.unwrap() > 1.0);
+        assert_eq!(
+            r.observations[1].header_with_carrier(),
+            "2: eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc pfifo_fast state UNKNOWN \
+             mode DEFAULT group default qlen 1000 carrier 1 carrier_changes 0"
+        );
     }
 
     #[test]
