@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::fake::{FakeEngine, FAULTS_ENV};
+use super::kernel_only::KernelOnlyEngine;
 use super::Engine;
 
 /// The environment variable that names the engine when `--engine` is not
@@ -30,6 +31,11 @@ pub struct Registry {
     engines: Vec<EngineInfo>,
 }
 
+fn make_kernel_only() -> Result<Arc<dyn Engine>, String> {
+    let cache = guest_images::Cache::open_default(None).map_err(|e| e.to_string())?;
+    Ok(Arc::new(KernelOnlyEngine::new(cache)?))
+}
+
 fn make_fake() -> Result<Arc<dyn Engine>, String> {
     let spec = std::env::var(FAULTS_ENV).unwrap_or_default();
     let fake = FakeEngine::from_spec(&spec)?;
@@ -40,14 +46,24 @@ impl Registry {
     /// The engines built into this harness.
     pub fn builtin() -> Self {
         Self {
-            engines: vec![EngineInfo {
-                name: "fake",
-                summary: "TEST DOUBLE: simulates the virtio_net driver's carrier logic; boots \
+            engines: vec![
+                EngineInfo {
+                    name: "vmm-kernel-only",
+                    summary: "the lab's VMM and virtio-net device with the lab's test kernel, \
+                              whose built-in probe runs the steps (no guest user space needed: \
+                              runs on emulated KVM too)",
+                    test_double: false,
+                    make: make_kernel_only,
+                },
+                EngineInfo {
+                    name: "fake",
+                    summary: "TEST DOUBLE: simulates the virtio_net driver's carrier logic; boots \
                           nothing and proves nothing about a real guest (faults from \
                           VNETLAB_FAKE_FAULTS)",
-                test_double: true,
-                make: make_fake,
-            }],
+                    test_double: true,
+                    make: make_fake,
+                },
+            ],
         }
     }
 
@@ -90,9 +106,8 @@ impl Registry {
         }
         if reasons.is_empty() {
             Err(format!(
-                "no real engine exists in this harness yet (the vmm and qemu engines are still to \
-                 be written); choose one with --engine or {ENGINE_ENV} (known: {}); `fake` is a \
-                 test double that runs no guest",
+                "no real engine exists in this harness; choose one with --engine or \
+                 {ENGINE_ENV} (known: {}); `fake` is a test double that runs no guest",
                 names()
             ))
         } else {
@@ -108,12 +123,28 @@ mod tests {
     #[test]
     fn the_fake_is_only_used_by_name() {
         let r = Registry::builtin();
-        let e = r.create(None).err().unwrap();
-        assert!(e.contains("no real engine"), "{e}");
+        // Whatever this host can run, the automatic choice is never the
+        // test double.
+        match r.create(None) {
+            Ok(engine) => assert!(!engine.name().contains("test double")),
+            Err(e) => assert!(e.contains("no engine can run here"), "{e}"),
+        }
         let fake = r.create(Some("fake")).unwrap();
         assert!(fake.name().contains("test double"));
-        let e = r.create(Some("qemu")).err().unwrap();
-        assert!(e.contains("known engines: fake"), "{e}");
+        let e = r.create(Some("nonesuch")).err().unwrap();
+        assert!(e.contains("known engines: vmm-kernel-only, fake"), "{e}");
+    }
+
+    #[test]
+    fn without_a_real_engine_the_choice_says_so() {
+        let r = Registry::new(vec![EngineInfo {
+            name: "fake",
+            summary: "",
+            test_double: true,
+            make: || Ok(Arc::new(FakeEngine::new())),
+        }]);
+        let e = r.create(None).err().unwrap();
+        assert!(e.contains("no real engine"), "{e}");
     }
 
     #[test]
