@@ -7,6 +7,7 @@ pub mod event_log;
 pub mod legacy;
 pub mod net;
 pub mod pci;
+pub mod sync;
 pub mod virtio;
 
 pub use bus::{Bus, BusDevice, BusError};

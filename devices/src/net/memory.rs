@@ -56,8 +56,7 @@ impl Shared {
     }
 
     fn lock(&self) -> MutexGuard<'_, Queues> {
-        // The queues stay consistent even if a holder panicked.
-        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.queues)
     }
 
     /// Queues a frame for the guest; false if the queue is full.

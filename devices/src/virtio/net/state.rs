@@ -162,9 +162,7 @@ impl Shared {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, NetState> {
-        // A panic while holding the lock leaves the state usable; the
-        // panic itself is reported by the thread that had it.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Runs `f` under the lock, then raises the interrupts it collected.

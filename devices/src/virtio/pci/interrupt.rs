@@ -64,7 +64,7 @@ impl VirtioPciInterrupt {
 
     /// The MSI-X table and pending bits.
     pub fn msix(&self) -> MutexGuard<'_, Msix> {
-        self.msix.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.msix)
     }
 
     /// The eventfd written to raise INTx; bind it to the GSI of the slot's

@@ -34,12 +34,13 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use self::layout::*;
-use super::transport::{lock_device, QueueNotifier, TransportError, TransportState};
+use super::transport::{QueueNotifier, TransportError, TransportState};
 use super::{VirtioDevice, VirtioInterrupt};
 use crate::pci::regs::{COMMAND, COMMAND_INTX_DISABLE, COMMAND_MEMORY, STATUS, STATUS_INTERRUPT};
 use crate::pci::{
     BarKind, BarRange, MsiSender, PciConfigError, PciConfigSpace, PciDevice, PciHeader,
 };
+use crate::sync::lock;
 
 /// Why a virtio-pci function could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +114,7 @@ impl VirtioPciDevice {
     ) -> Result<Self> {
         let label = format!("virtio-pci {name}");
         let (device_type, num_queues) = {
-            let d = lock_device(&device);
+            let d = lock(&device);
             (d.device_type(), d.queue_max_sizes().len())
         };
         let device_id = u16::try_from(device_type)

@@ -20,6 +20,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{ActivateContext, ActivateError, VirtioDevice, VirtioInterrupt, VirtioInterruptType};
+use crate::sync::lock;
 
 /// The largest queue size a split virtqueue may have.
 pub const MAX_QUEUE_SIZE: u16 = 32768;
@@ -76,14 +77,6 @@ pub struct QueueNotifier {
     pub evt: EventFd,
 }
 
-/// Locks a device, recovering it if another thread panicked while holding
-/// the lock (the panic itself is reported by that thread).
-pub(crate) fn lock_device(
-    device: &Arc<Mutex<dyn VirtioDevice>>,
-) -> MutexGuard<'_, dyn VirtioDevice + 'static> {
-    device.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Transport-independent driver-facing state of one virtio device.
 pub struct TransportState {
     label: String,
@@ -130,7 +123,7 @@ impl TransportState {
         interrupt: Arc<dyn VirtioInterrupt>,
         max_queues: usize,
     ) -> Result<Self, TransportError> {
-        let max_sizes = lock_device(&device).queue_max_sizes().to_vec();
+        let max_sizes = lock(&device).queue_max_sizes().to_vec();
         if max_sizes.len() > max_queues {
             return Err(TransportError::TooManyQueues(max_sizes.len(), max_queues));
         }
@@ -167,7 +160,7 @@ impl TransportState {
 
     /// The virtio device.
     pub fn device(&self) -> MutexGuard<'_, dyn VirtioDevice + 'static> {
-        lock_device(&self.device)
+        lock(&self.device)
     }
 
     /// The device status as the driver reads it: the bits it set, plus
