@@ -3,6 +3,7 @@
 //! and backends.
 
 pub mod bus;
+pub mod error;
 pub mod event_log;
 pub mod legacy;
 pub mod net;

@@ -20,6 +20,7 @@ use super::chain::{self, ChainBuf, GuestFault, RingError, Segment};
 use super::pass::{self, Faults, Negotiated, Pass};
 use super::rx_filter::RxFilter;
 use super::status::Counters;
+use crate::error::display_chain;
 use crate::net::{Backend, GuestOffloads, NetHdr, MAX_FRAME_LEN};
 
 /// Frames one pass takes from the backend before yielding to the event
@@ -325,7 +326,7 @@ pub fn process_rx(
                 Ok(None) => break,
                 Err(e) => {
                     counters.rx_errors += 1;
-                    s.last_error = Some(e.to_string());
+                    s.last_error = Some(display_chain(&e));
                     break;
                 }
             }

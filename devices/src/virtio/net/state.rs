@@ -31,6 +31,7 @@ use super::rx::RxScratch;
 use super::rx_filter::RxFilter;
 use super::status::{device_status_names, Counters, NetStatus, QueueStats};
 use super::tx::TxScratch;
+use crate::error::display_chain;
 use crate::event_log::EventLog;
 use crate::net::{Backend, GuestOffloads};
 use crate::virtio::{ActivateContext, ActivateError, VirtioInterrupt, VirtioInterruptType};
@@ -383,7 +384,7 @@ impl NetState {
             self.event(
                 log::Level::Error,
                 "backend_error",
-                json!({ "direction": "offloads", "error": format!("{e}: {}", source_text(&e)) }),
+                json!({ "direction": "offloads", "error": display_chain(&e) }),
             );
         }
     }
@@ -625,17 +626,4 @@ impl NetState {
             backend: self.backend.status(),
         }
     }
-}
-
-fn source_text(e: &dyn std::error::Error) -> String {
-    let mut s = String::new();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        if !s.is_empty() {
-            s.push_str(": ");
-        }
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -16,6 +16,7 @@ use super::chain::{self, ChainBuf, GuestFault, RingError};
 use super::features::has;
 use super::pass::{self, Faults, Negotiated, Pass};
 use super::status::Counters;
+use crate::error::display_chain;
 use crate::net::hdr::HDR_LEN;
 use crate::net::{Backend, NetHdr, SendOutcome, MAX_FRAME_LEN};
 
@@ -125,20 +126,10 @@ fn send_one(
         Ok(SendOutcome::Dropped) => counters.tx_dropped += 1,
         Err(e) => {
             counters.tx_errors += 1;
-            scratch.last_error = Some(format!("{e}: {}", error_chain(&e)));
+            scratch.last_error = Some(display_chain(&e));
         }
     }
     Ok(())
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = String::new();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Sends every frame available on transmit queue `qidx`; with the link
@@ -350,6 +341,52 @@ mod tests {
         let mut q = test_util::queue(&vq);
         rig.run(&mut q, &m, default_mask());
         assert_eq!(rig.peer.take_sent().len(), 1);
+    }
+
+    /// A backend whose every send fails.
+    struct Failing;
+
+    impl Backend for Failing {
+        fn describe(&self) -> String {
+            "failing".into()
+        }
+
+        fn send(&mut self, _: &NetHdr, _: &[u8]) -> crate::net::Result<SendOutcome> {
+            Err(crate::net::BackendError::Send(std::io::Error::other(
+                "boom",
+            )))
+        }
+
+        fn recv(&mut self, _: &mut [u8]) -> crate::net::Result<Option<(NetHdr, usize)>> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn backend_errors_keep_their_cause() {
+        let m = mem();
+        let vq = MockSplitQueue::new(&m, 16);
+        vq.build_desc_chain(&[RawDescriptor::from(Descriptor::new(0x4000, 72, 0, 0))])
+            .unwrap();
+        let mut q = test_util::queue(&vq);
+        let mut rig = Rig::new();
+        process_tx(
+            &mut q,
+            1,
+            &m,
+            &Negotiated::new(default_mask()),
+            true,
+            &mut Failing,
+            &mut rig.scratch,
+            &mut rig.counters,
+            &mut rig.faults,
+        )
+        .unwrap();
+        assert_eq!(rig.counters.tx_errors, 1);
+        assert_eq!(
+            rig.scratch.last_error.as_deref(),
+            Some("cannot send a frame: boom")
+        );
     }
 
     #[test]
