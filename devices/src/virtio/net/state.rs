@@ -29,11 +29,12 @@ use super::features::{self, has, FeatureSet};
 use super::pass::{Faults, Negotiated, Pass};
 use super::rx::RxScratch;
 use super::rx_filter::RxFilter;
-use super::status::{device_status_names, Counters, NetStatus, QueueStats};
+use super::status::{Counters, NetStatus, QueueStats};
 use super::tx::TxScratch;
 use crate::error::display_chain;
 use crate::event_log::EventLog;
 use crate::net::{Backend, GuestOffloads};
+use crate::virtio::transport::status::bit_names;
 use crate::virtio::{ActivateContext, ActivateError, VirtioInterrupt, VirtioInterruptType};
 
 /// Guest faults logged per activation before the log only counts them.
@@ -428,10 +429,10 @@ impl NetState {
             json!({
                 "old": old,
                 "new": new,
-                "old_names": device_status_names(old),
-                "new_names": device_status_names(new),
-                "set": device_status_names(new & !old),
-                "cleared": device_status_names(old & !new),
+                "old_names": bit_names(old),
+                "new_names": bit_names(new),
+                "set": bit_names(new & !old),
+                "cleared": bit_names(old & !new),
             }),
         );
         if u32::from(new) & VIRTIO_CONFIG_S_FAILED != 0
@@ -597,7 +598,7 @@ impl NetState {
             offered: FeatureSet::new(self.offered),
             acked: FeatureSet::new(self.acked),
             device_status: self.device_status,
-            device_status_names: device_status_names(self.device_status),
+            device_status_names: bit_names(self.device_status),
             active: self.active.is_some(),
             needs_reset: self.needs_reset,
             link_up: self.fields.link_up,
