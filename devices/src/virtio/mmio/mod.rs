@@ -15,7 +15,9 @@ use virtio_bindings::virtio_mmio::*;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::transport::{QueueNotifier, RingArea, StatusWrite, TransportError, TransportState};
+use super::transport::{
+    AddrPart, QueueNotifier, RingArea, StatusWrite, TransportError, TransportState,
+};
 use super::{VirtioDevice, VirtioInterrupt};
 use crate::bus::BusDevice;
 
@@ -181,8 +183,8 @@ impl MmioTransport {
     }
 
     fn write_register(&mut self, offset: u32, v: u32) {
-        const LO: u64 = 0xffff_ffff;
-        const HI: u64 = 0xffff_ffff_0000_0000;
+        use AddrPart::{High, Low};
+        use RingArea::{Avail, Desc, Used};
         let state = &mut self.state;
         match offset {
             VIRTIO_MMIO_DEVICE_FEATURES_SEL => state.set_device_features_select(v),
@@ -196,18 +198,12 @@ impl MmioTransport {
             VIRTIO_MMIO_QUEUE_NOTIFY => state.notify(v & 0xffff),
             VIRTIO_MMIO_INTERRUPT_ACK => self.interrupt.ack(v),
             VIRTIO_MMIO_STATUS => self.write_status(v),
-            VIRTIO_MMIO_QUEUE_DESC_LOW => state.write_queue_addr(RingArea::Desc, v.into(), LO),
-            VIRTIO_MMIO_QUEUE_DESC_HIGH => {
-                state.write_queue_addr(RingArea::Desc, u64::from(v) << 32, HI)
-            }
-            VIRTIO_MMIO_QUEUE_AVAIL_LOW => state.write_queue_addr(RingArea::Avail, v.into(), LO),
-            VIRTIO_MMIO_QUEUE_AVAIL_HIGH => {
-                state.write_queue_addr(RingArea::Avail, u64::from(v) << 32, HI)
-            }
-            VIRTIO_MMIO_QUEUE_USED_LOW => state.write_queue_addr(RingArea::Used, v.into(), LO),
-            VIRTIO_MMIO_QUEUE_USED_HIGH => {
-                state.write_queue_addr(RingArea::Used, u64::from(v) << 32, HI)
-            }
+            VIRTIO_MMIO_QUEUE_DESC_LOW => state.write_queue_addr(Desc, Low, v.into()),
+            VIRTIO_MMIO_QUEUE_DESC_HIGH => state.write_queue_addr(Desc, High, v.into()),
+            VIRTIO_MMIO_QUEUE_AVAIL_LOW => state.write_queue_addr(Avail, Low, v.into()),
+            VIRTIO_MMIO_QUEUE_AVAIL_HIGH => state.write_queue_addr(Avail, High, v.into()),
+            VIRTIO_MMIO_QUEUE_USED_LOW => state.write_queue_addr(Used, Low, v.into()),
+            VIRTIO_MMIO_QUEUE_USED_HIGH => state.write_queue_addr(Used, High, v.into()),
             // No shared memory regions to select.
             VIRTIO_MMIO_SHM_SEL => {}
             VIRTIO_MMIO_GUEST_PAGE_SIZE | VIRTIO_MMIO_QUEUE_ALIGN | VIRTIO_MMIO_QUEUE_PFN => {

@@ -4,10 +4,7 @@
 
 use super::interrupt::VirtioPciInterrupt;
 use super::layout::{common::*, COMMON_CFG_SIZE, VIRTIO_MSI_NO_VECTOR};
-use crate::virtio::transport::{RingArea, StatusWrite, TransportState};
-
-const LO: u64 = 0xffff_ffff;
-const HI: u64 = 0xffff_ffff_0000_0000;
+use crate::virtio::transport::{AddrPart, RingArea, StatusWrite, TransportState};
 
 /// The registers as the driver would read them now.
 fn image(state: &TransportState, irq: &VirtioPciInterrupt) -> [u8; COMMON_CFG_SIZE as usize] {
@@ -73,6 +70,8 @@ pub fn write(state: &mut TransportState, irq: &VirtioPciInterrupt, offset: u64, 
     dst.copy_from_slice(data);
     let v = u64::from_le_bytes(buf);
     let sel = state.queue_select() as usize;
+    use AddrPart::{Full, High, Low};
+    use RingArea::{Avail, Desc, Used};
     match (offset, data.len()) {
         (DFSELECT, 4) => state.set_device_features_select(v as u32),
         (GFSELECT, 4) => state.set_driver_features_select(v as u32),
@@ -107,15 +106,15 @@ pub fn write(state: &mut TransportState, irq: &VirtioPciInterrupt, offset: u64, 
                 );
             }
         }
-        (Q_DESCLO, 8) => state.write_queue_addr(RingArea::Desc, v, u64::MAX),
-        (Q_DESCLO, 4) => state.write_queue_addr(RingArea::Desc, v, LO),
-        (Q_DESCHI, 4) => state.write_queue_addr(RingArea::Desc, v << 32, HI),
-        (Q_AVAILLO, 8) => state.write_queue_addr(RingArea::Avail, v, u64::MAX),
-        (Q_AVAILLO, 4) => state.write_queue_addr(RingArea::Avail, v, LO),
-        (Q_AVAILHI, 4) => state.write_queue_addr(RingArea::Avail, v << 32, HI),
-        (Q_USEDLO, 8) => state.write_queue_addr(RingArea::Used, v, u64::MAX),
-        (Q_USEDLO, 4) => state.write_queue_addr(RingArea::Used, v, LO),
-        (Q_USEDHI, 4) => state.write_queue_addr(RingArea::Used, v << 32, HI),
+        (Q_DESCLO, 8) => state.write_queue_addr(Desc, Full, v),
+        (Q_DESCLO, 4) => state.write_queue_addr(Desc, Low, v),
+        (Q_DESCHI, 4) => state.write_queue_addr(Desc, High, v),
+        (Q_AVAILLO, 8) => state.write_queue_addr(Avail, Full, v),
+        (Q_AVAILLO, 4) => state.write_queue_addr(Avail, Low, v),
+        (Q_AVAILHI, 4) => state.write_queue_addr(Avail, High, v),
+        (Q_USEDLO, 8) => state.write_queue_addr(Used, Full, v),
+        (Q_USEDLO, 4) => state.write_queue_addr(Used, Low, v),
+        (Q_USEDHI, 4) => state.write_queue_addr(Used, High, v),
         (DF | NUMQ | CFGGENERATION | Q_NOFF, _) => log::warn!(
             "{}: write to read-only common configuration field {offset:#x}; ignored",
             state.label()

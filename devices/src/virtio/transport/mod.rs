@@ -11,7 +11,7 @@ pub mod status;
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub use queue::{QueueConfig, QueueConfigError, RingArea};
+pub use queue::{AddrPart, QueueConfig, QueueConfigError, RingArea};
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -528,11 +528,10 @@ impl TransportState {
         }
     }
 
-    /// The driver writes the bits `mask` of one ring address of the
-    /// selected queue.
-    pub fn write_queue_addr(&mut self, area: RingArea, value: u64, mask: u64) {
+    /// The driver writes `part` of one ring address of the selected queue.
+    pub fn write_queue_addr(&mut self, area: RingArea, part: AddrPart, value: u64) {
         if let Some(q) = self.configurable_queue("address") {
-            q.set_addr(area, value, mask);
+            q.set_addr(area, part, value);
         }
     }
 
