@@ -109,7 +109,9 @@ impl NetDevice {
 
     /// Processes queue `idx` as if the driver had notified it: the
     /// synchronous entry point for tests, benchmarks and transports without
-    /// an event loop.
+    /// an event loop. One pass does at most [`super::pass::BUDGET`] chains;
+    /// the event loop runs the rest in its next iteration, a caller
+    /// without one calls again.
     pub fn process_queue(&self, idx: u16) -> std::result::Result<(), ProcessError> {
         self.shared.with(|st, irqs| st.notified(irqs, idx))
     }

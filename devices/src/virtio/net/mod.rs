@@ -24,7 +24,10 @@
 //!   Interrupts are raised after the lock is released.
 //! * Descriptor processing is in plain functions ([`tx`], [`rx`],
 //!   [`ctrl_queue`] over [`chain`]), tested with virtio-queue's
-//!   `MockSplitQueue` and the in-memory backend.
+//!   `MockSplitQueue` and the in-memory backend. Each pass is bounded
+//!   ([`pass::drain`], [`pass::BUDGET`]): a driver that keeps posting gets
+//!   one budget per event-loop iteration, and the lock is released in
+//!   between.
 //! * A guest mistake that breaks a ring (a chain that loops or points
 //!   outside guest memory, an available index that jumps) puts the device
 //!   in DEVICE_NEEDS_RESET with a configuration interrupt; a bad frame or

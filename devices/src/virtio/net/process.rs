@@ -8,7 +8,7 @@ use serde_json::json;
 use super::chain::RingError;
 use super::ctrl::{CtrlContext, CtrlEffect};
 use super::ctrl_queue;
-use super::pass::Faults;
+use super::pass::{Faults, Pass};
 use super::rx::{self, RxContext, RX_BUDGET};
 use super::state::{Irqs, NetState, Role, FAULTS_LOGGED};
 use super::tx;
@@ -119,7 +119,34 @@ impl NetState {
         self.log_backend_error("tx", err);
         let pass = r?;
         self.note_pass(idx, pass, irqs);
+        self.again_if_more(idx, pass);
         Ok(())
+    }
+
+    /// A pass that stopped at its budget gets another turn in the event
+    /// loop's next iteration.
+    fn again_if_more(&mut self, idx: u16, pass: Pass) {
+        if pass.more && !self.queue_more.contains(&idx) {
+            self.queue_more.push(idx);
+        }
+    }
+
+    /// Whether a pass stopped at its budget and waits for another turn
+    /// ([`Self::run_more`]); the event loop then wakes itself.
+    pub(crate) fn has_more(&self) -> bool {
+        self.rx_more || !self.queue_more.is_empty()
+    }
+
+    /// Gives every pass that stopped at its budget another turn (one
+    /// budget each; they may ask again).
+    pub(crate) fn run_more(&mut self, irqs: &mut Irqs) {
+        for idx in std::mem::take(&mut self.queue_more) {
+            // Errors were handled (NEEDS_RESET) inside.
+            let _ = self.process_queue(irqs, idx);
+        }
+        if std::mem::take(&mut self.rx_more) {
+            self.backend_readable(irqs);
+        }
     }
 
     /// Moves frames from the backend into the first receive queue.
@@ -230,6 +257,7 @@ impl NetState {
         }
         let pass = r?;
         self.note_pass(idx, pass, irqs);
+        self.again_if_more(idx, pass);
         Ok(())
     }
 

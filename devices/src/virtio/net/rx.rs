@@ -17,7 +17,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use super::chain::{self, ChainBuf, GuestFault, RingError, Segment};
-use super::pass::{self, Faults, Negotiated, Pass};
+use super::pass::{self, Faults, Negotiated, Pass, Step};
 use super::rx_filter::RxFilter;
 use super::status::Counters;
 use crate::error::display_chain;
@@ -25,7 +25,7 @@ use crate::net::{Backend, GuestOffloads, NetHdr, MAX_FRAME_LEN};
 
 /// Frames one pass takes from the backend before yielding to the event
 /// loop, so a flooding backend cannot starve other devices.
-pub const RX_BUDGET: usize = 256;
+pub const RX_BUDGET: u32 = pass::BUDGET;
 
 /// Offset of `num_buffers` in the header.
 const NUM_BUFFERS_OFFSET: u64 = 10;
@@ -40,7 +40,7 @@ pub struct RxContext<'a> {
     /// The offloads the guest accepts now.
     pub offloads: GuestOffloads,
     /// Frames to take from the backend in this pass.
-    pub budget: usize,
+    pub budget: u32,
     /// With the link down every frame is dropped.
     pub link_up: bool,
 }
@@ -93,7 +93,7 @@ impl RxScratch {
 
     /// Takes up to `budget` frames from the backend and drops them, for
     /// when no driver runs the device; returns (frames dropped, errors).
-    pub fn discard(&mut self, backend: &mut dyn Backend, budget: usize) -> (u64, u64) {
+    pub fn discard(&mut self, backend: &mut dyn Backend, budget: u32) -> (u64, u64) {
         let mut dropped = 0;
         for _ in 0..budget {
             match backend.recv(&mut self.frame) {
@@ -292,7 +292,8 @@ fn give_back_empty(
 }
 
 /// Moves frames from the backend into receive queue `qidx` until the
-/// backend is empty, the guest has no buffers, or the budget is spent.
+/// backend is empty, the guest has no buffers, or `ctx.budget` frames were
+/// taken (see [`pass::drain`]).
 #[allow(clippy::too_many_arguments)]
 pub fn process_rx(
     q: &mut Queue,
@@ -305,61 +306,51 @@ pub fn process_rx(
     counters: &mut Counters,
     faults: &mut Faults,
 ) -> Result<Pass, RingError> {
-    let mut out = Pass::default();
-    let mut taken = 0;
-    loop {
-        if s.pending.is_none() {
-            if taken >= ctx.budget {
-                out.more = true;
-                break;
-            }
-            match backend.recv(&mut s.frame) {
-                Ok(Some((mut hdr, len))) => {
-                    taken += 1;
-                    match admit(&mut hdr, &s.frame[..len], ctx) {
-                        Ok(()) => s.pending = Some((hdr, len)),
-                        Err(Refusal::Filtered) => counters.rx_filtered += 1,
-                        Err(Refusal::Dropped) => counters.rx_dropped += 1,
+    // One step takes a frame from the backend (unless one is pending) and
+    // offers it to the queue; a frame without buffers stays pending.
+    pass::drain(q, mem, qidx, neg, ctx.budget, |q| {
+        let (hdr, len) = match s.pending {
+            Some(p) => p,
+            None => match backend.recv(&mut s.frame) {
+                Ok(Some((mut hdr, len))) => match admit(&mut hdr, &s.frame[..len], ctx) {
+                    Ok(()) => (hdr, len),
+                    Err(refusal) => {
+                        match refusal {
+                            Refusal::Filtered => counters.rx_filtered += 1,
+                            Refusal::Dropped => counters.rx_dropped += 1,
+                        }
+                        return Ok(Step::Did { used: 0 });
                     }
-                    continue;
-                }
-                Ok(None) => break,
+                },
+                Ok(None) => return Ok(Step::Idle),
                 Err(e) => {
                     counters.rx_errors += 1;
                     s.last_error = Some(display_chain(&e));
-                    break;
+                    return Ok(Step::Idle);
                 }
-            }
-        }
-        let Some((hdr, len)) = s.pending else {
-            continue;
+            },
         };
-        match deliver(q, qidx, mem, neg, &hdr, &s.frame[..len], &mut s.work)? {
-            Delivery::Delivered(chains) => {
-                s.pending = None;
-                out.used += chains;
-                counters.rx_frames += 1;
-                counters.rx_bytes += len as u64;
-            }
-            Delivery::Dropped(chains, fault) => {
-                s.pending = None;
-                out.used += chains;
-                counters.rx_dropped += 1;
-                counters.guest_faults += 1;
-                faults.push(fault);
-            }
-            Delivery::NoBuffers { seen } => {
-                // Ask for a notification, then look again: buffers added
-                // before the request took effect would not notify us.
-                pass::enable_notification(q, mem, qidx)?;
-                if pass::avail_idx(q, mem, qidx)? == seen {
-                    break;
+        // Pending until delivered or dropped, so that a reset counts it.
+        s.pending = Some((hdr, len));
+        Ok(
+            match deliver(q, qidx, mem, neg, &hdr, &s.frame[..len], &mut s.work)? {
+                Delivery::Delivered(chains) => {
+                    s.pending = None;
+                    counters.rx_frames += 1;
+                    counters.rx_bytes += len as u64;
+                    Step::Did { used: chains }
                 }
-            }
-        }
-    }
-    out.interrupt = out.used > 0 && pass::needs_interrupt(q, mem, neg, qidx)?;
-    Ok(out)
+                Delivery::Dropped(chains, fault) => {
+                    s.pending = None;
+                    counters.rx_dropped += 1;
+                    counters.guest_faults += 1;
+                    faults.push(fault);
+                    Step::Did { used: chains }
+                }
+                Delivery::NoBuffers { seen } => Step::RingEmpty { seen },
+            },
+        )
+    })
 }
 
 #[cfg(test)]

@@ -138,6 +138,9 @@ pub(crate) struct NetState {
     pub(crate) handler_attached: bool,
     /// An RX pass stopped at its budget; the event loop runs another.
     pub(crate) rx_more: bool,
+    /// Transmit and control queues whose pass stopped at its budget; the
+    /// event loop runs another pass for each.
+    pub(crate) queue_more: Vec<u16>,
     pub(crate) counters: Counters,
     pub(super) queue_stats: Vec<QueueStats>,
     pub(super) faults_logged: u32,
@@ -217,6 +220,7 @@ impl NetState {
             retired: Vec::new(),
             handler_attached: false,
             rx_more: false,
+            queue_more: Vec::new(),
             counters: Counters::default(),
             queue_stats: Vec::new(),
             faults_logged: 0,
@@ -588,6 +592,7 @@ impl NetState {
             self.counters.rx_dropped += 1;
         }
         self.rx_more = false;
+        self.queue_more.clear();
         self.queue_stats.clear();
     }
 

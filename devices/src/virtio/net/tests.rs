@@ -826,6 +826,39 @@ fn event_manager_drives_queues_backend_and_reset() {
 }
 
 #[test]
+fn a_driver_that_keeps_posting_gets_one_budget_per_event_loop_iteration() {
+    let m = guest_mem();
+    let mut rig = Rig::new(&m, "backend=memory");
+    // Every frame sent puts the chain back, 1000 times: a second vCPU
+    // that posts as fast as the device uses.
+    let guest = test_util::Reposter::new(&m, &rig.tx, 0, 1000);
+    let cfg = NetConfig::parse("backend=memory").unwrap();
+    rig.dev = NetDevice::new(cfg, Box::new(guest), EventLog::disabled()).unwrap();
+    let mut em = EventManager::<Arc<Mutex<NetEventHandler>>>::new().unwrap();
+    em.add_subscriber(Arc::new(Mutex::new(rig.dev.event_handler())));
+    rig.start(default_mask()).unwrap();
+    rig.send(0x10_0000, NetHdr::default(), &frame(60, 1));
+    let budget = u64::from(super::pass::BUDGET);
+    let mut sent = Vec::new();
+    for _ in 0..5 {
+        em.run_with_timeout(100).unwrap();
+        // The pass let go of the device between iterations: the control
+        // socket's status request gets through.
+        sent.push(rig.dev.status().counters.tx_frames);
+    }
+    assert_eq!(
+        sent,
+        vec![budget, 2 * budget, 3 * budget, 1001, 1001],
+        "one budget per iteration, the rest in the following ones"
+    );
+    assert_eq!(
+        em.run_with_timeout(50).unwrap(),
+        0,
+        "then the loop is quiet"
+    );
+}
+
+#[test]
 fn loopback_backend_echoes_through_the_event_loop() {
     let m = guest_mem();
     let cfg = NetConfig::parse("backend=loopback").unwrap();
