@@ -5,9 +5,12 @@
 
 use serde_json::json;
 
+use virtio_bindings::virtio_net::VIRTIO_NET_F_MTU;
+
 use super::chain::RingError;
 use super::ctrl::{CtrlContext, CtrlEffect};
 use super::ctrl_queue;
+use super::features::has;
 use super::pass::{Faults, Pass};
 use super::rx::{self, RxContext, RX_BUDGET};
 use super::state::{Irqs, NetState, Role, FAULTS_LOGGED};
@@ -158,6 +161,7 @@ impl NetState {
             offloads: self.guest_offloads,
             budget: RX_BUDGET,
             link_up: self.fields.link_up,
+            mtu: has(self.acked, VIRTIO_NET_F_MTU).then_some(self.fields.mtu),
         };
         let Some(a) = &mut self.active else {
             return Ok(());

@@ -28,6 +28,9 @@ pub struct Counters {
     pub rx_dropped: u64,
     /// Frames the receive filter (RX mode, MAC and VLAN tables) refused.
     pub rx_filtered: u64,
+    /// Frames without GSO longer than the negotiated MTU (plus the
+    /// Ethernet header); also counted in `rx_dropped`.
+    pub rx_over_mtu: u64,
     /// Backend receive errors.
     pub rx_errors: u64,
     /// Control commands answered.

@@ -261,6 +261,30 @@ fn rx_with_mrg_rxbuf_and_buffers_added_later() {
 }
 
 #[test]
+fn rx_frame_larger_than_a_ring_of_tiny_buffers_is_a_logged_fault() {
+    let m = guest_mem();
+    let mut rig = Rig::new(&m, "backend=memory");
+    rig.start(default_mask()).unwrap();
+    // 16 buffers of 32 bytes: 512 bytes in the whole ring.
+    for i in 0..16 {
+        rig.offer(0, &[(0x10_0000 + i * 0x1000, 32, W)]);
+    }
+    rig.peer.inject(&frame(1500, 1));
+    rig.peer.inject(&frame(60, 2));
+    rig.dev.process_rx().unwrap();
+    let faults = rig.log.named("guest_fault");
+    assert_eq!(faults.len(), 1, "{faults:?}");
+    assert!(faults[0]["fault"]
+        .as_str()
+        .unwrap()
+        .contains("does not fit the 16 receive buffers"));
+    // Receive goes on: the small frame took three of the buffers.
+    assert_eq!(rig.used(0), vec![(0, 32), (1, 32), (2, 8)]);
+    assert_eq!(rig.dev.status().counters.rx_frames, 1);
+    assert!(!rig.dev.needs_reset());
+}
+
+#[test]
 fn indirect_descriptors_are_followed() {
     let m = guest_mem();
     let mut rig = Rig::new(&m, "backend=memory");
