@@ -134,6 +134,12 @@ impl NetDevice {
         })
     }
 
+    /// The shared state, for tests that interleave with the lock.
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// See [`NetControl::set_link`].
     pub fn set_link(&self, up: bool) -> std::result::Result<LinkChange, LinkError> {
         self.control().set_link(up)

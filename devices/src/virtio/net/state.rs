@@ -8,7 +8,9 @@
 //! Interrupts are collected while the lock is held and raised after it is
 //! released ([`Shared::with`]), so a transport whose interrupt code takes
 //! its own locks cannot deadlock against a vCPU that holds the transport
-//! and reads the device's config space.
+//! and reads the device's config space. A reset or a new activation can
+//! come in between; the [`IrqGate`] makes sure such stale interrupts are
+//! dropped instead of setting ISR / InterruptStatus after the reset.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -61,19 +63,47 @@ impl Role {
     }
 }
 
+/// The device's activation epoch: bumped by every reset and activation.
+/// Interrupts remember the epoch they were collected in, and are raised
+/// only if it is still current; raising holds the gate, so a reset (which
+/// bumps it first, under the state lock) cannot slip in between the check
+/// and the raise.
+#[derive(Debug, Default)]
+pub(crate) struct IrqGate(Mutex<u64>);
+
+impl IrqGate {
+    fn epoch(&self) -> u64 {
+        *crate::sync::lock(&self.0)
+    }
+
+    /// A reset or an activation: interrupts collected before are stale.
+    fn bump(&self) {
+        let mut e = crate::sync::lock(&self.0);
+        *e = e.wrapping_add(1);
+    }
+}
+
 /// Interrupts to raise once the lock is released.
 #[derive(Default)]
 pub struct Irqs {
-    target: Option<Arc<dyn VirtioInterrupt>>,
+    /// Where to raise them, through which gate, collected in which epoch.
+    target: Option<(Arc<dyn VirtioInterrupt>, Arc<IrqGate>, u64)>,
     config: bool,
     queues: Vec<u16>,
 }
 
 impl Irqs {
-    fn fire(self, name: &str) {
-        let Some(target) = self.target else {
+    /// Raises the collected interrupts, unless the device was reset or
+    /// activated again since they were collected.
+    pub(crate) fn fire(self, name: &str) {
+        let Some((target, gate, epoch)) = self.target else {
             return;
         };
+        let current = crate::sync::lock(&gate.0);
+        if *current != epoch {
+            log::debug!("{name}: interrupts collected before a reset or re-activation dropped");
+            return;
+        }
         if self.config {
             if let Err(e) = target.trigger(VirtioInterruptType::Config) {
                 log::error!("{name}: cannot raise the configuration interrupt: {e}");
@@ -136,6 +166,8 @@ pub(crate) struct NetState {
     /// loop has removed them from its epoll set.
     pub(crate) retired: Vec<EventFd>,
     pub(crate) handler_attached: bool,
+    /// Checked when collected interrupts are raised (see [`IrqGate`]).
+    pub(crate) irq_gate: Arc<IrqGate>,
     /// An RX pass stopped at its budget; the event loop runs another.
     pub(crate) rx_more: bool,
     /// Transmit and control queues whose pass stopped at its budget; the
@@ -219,6 +251,7 @@ impl NetState {
             active: None,
             retired: Vec::new(),
             handler_attached: false,
+            irq_gate: Arc::default(),
             rx_more: false,
             queue_more: Vec::new(),
             counters: Counters::default(),
@@ -262,7 +295,7 @@ impl NetState {
         let Some(active) = &self.active else {
             return;
         };
-        irqs.target = Some(active.interrupt.clone());
+        irqs.target = Some(self.irq_target(active));
         irqs.config = true;
         self.counters.config_interrupts += 1;
         self.event(
@@ -276,7 +309,7 @@ impl NetState {
         let Some(active) = &self.active else {
             return;
         };
-        irqs.target = Some(active.interrupt.clone());
+        irqs.target = Some(self.irq_target(active));
         if !irqs.queues.contains(&idx) {
             irqs.queues.push(idx);
         }
@@ -284,6 +317,14 @@ impl NetState {
         if let Some(s) = self.queue_stats.get_mut(usize::from(idx)) {
             s.interrupts += 1;
         }
+    }
+
+    fn irq_target(&self, active: &Active) -> (Arc<dyn VirtioInterrupt>, Arc<IrqGate>, u64) {
+        (
+            active.interrupt.clone(),
+            self.irq_gate.clone(),
+            self.irq_gate.epoch(),
+        )
     }
 
     /// Enters DEVICE_NEEDS_RESET (virtio 1.2 section 2.1.2): stop using the
@@ -557,6 +598,7 @@ impl NetState {
                 "link_up": self.fields.link_up,
             }),
         );
+        self.irq_gate.bump();
         self.active = Some(active);
         Ok(())
     }
@@ -572,6 +614,9 @@ impl NetState {
             "reset",
             json!({ "was_active": self.active.is_some(), "queues": stats, "counters": self.counters }),
         );
+        // Interrupts collected before now and not raised yet must not
+        // reach the driver after the transport cleared its interrupt state.
+        self.irq_gate.bump();
         if let Some(active) = self.active.take() {
             self.retired.extend(active.evts.into_iter().map(|(_, e)| e));
         }

@@ -803,6 +803,41 @@ fn reset_in_the_middle_of_traffic() {
 }
 
 #[test]
+fn interrupts_collected_before_a_reset_are_not_raised_after_it() {
+    let m = guest_mem();
+    let mut rig = Rig::new(&m, "backend=memory");
+    rig.start(default_mask()).unwrap();
+    let collect = |rig: &Rig<'_>| {
+        let mut irqs = super::state::Irqs::default();
+        let mut st = rig.dev.shared().lock();
+        st.raise_queue(&mut irqs, 1);
+        st.raise_config(&mut irqs, "test");
+        irqs
+    };
+    // Raised after the lock, as Shared::with does.
+    collect(&rig).fire("net");
+    assert_eq!(
+        rig.irq.take(),
+        vec![VirtioInterruptType::Config, VirtioInterruptType::Queue(1)]
+    );
+    // A reset between collecting and raising: nothing reaches the driver.
+    let stale = collect(&rig);
+    rig.dev.reset();
+    stale.fire("net");
+    assert!(rig.irq.take().is_empty());
+    // Nor after the driver started the device again.
+    rig.start(default_mask()).unwrap();
+    let stale = collect(&rig);
+    rig.dev.reset();
+    rig.start(default_mask()).unwrap();
+    stale.fire("net");
+    assert!(rig.irq.take().is_empty());
+    // Interrupts of the new activation go through.
+    collect(&rig).fire("net");
+    assert_eq!(rig.irq.take().len(), 2);
+}
+
+#[test]
 fn unoffered_acked_features_are_masked() {
     let m = guest_mem();
     let mut rig = Rig::new(&m, "features=-status");
