@@ -346,6 +346,24 @@ fn rings_outside_memory_fail_activation() {
 }
 
 #[test]
+fn available_ring_at_zero_fails_activation_with_needs_reset() {
+    let (mut t, dummy) = setup(&[16]);
+    negotiate(&mut t, 1 << VIRTIO_F_VERSION_1);
+    setup_queue(&mut t, 0, 16);
+    w(&mut t, VIRTIO_MMIO_QUEUE_AVAIL_LOW, 0);
+    set_status(&mut t, ALL_OK);
+    assert_eq!(
+        r(&mut t, VIRTIO_MMIO_STATUS),
+        u32::from(ALL_OK | NEEDS_RESET)
+    );
+    assert_eq!(
+        r(&mut t, VIRTIO_MMIO_INTERRUPT_STATUS),
+        VIRTIO_MMIO_INT_CONFIG
+    );
+    assert!(dummy.lock().unwrap().activations.is_empty());
+}
+
+#[test]
 fn activation_failure_sets_needs_reset() {
     let (mut t, dummy) = setup(&[16]);
     dummy.lock().unwrap().fail_activation = true;

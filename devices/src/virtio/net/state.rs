@@ -37,6 +37,7 @@ use crate::error::display_chain;
 use crate::event_log::EventLog;
 use crate::net::{Backend, GuestOffloads};
 use crate::virtio::transport::status::bit_names;
+use crate::virtio::transport::QueueConfigError;
 use crate::virtio::{ActivateContext, ActivateError, VirtioInterrupt, VirtioInterruptType};
 
 /// Guest faults logged per activation before the log only counts them.
@@ -541,6 +542,8 @@ impl NetState {
                 ))
             } else if !q.is_valid(&mem) {
                 Some("it is not ready or its rings lie outside guest memory".to_string())
+            } else if q.avail_ring() == 0 {
+                Some(QueueConfigError::AvailRingAtZero.to_string())
             } else {
                 None
             };

@@ -754,6 +754,21 @@ fn queue_outside_guest_memory_fails_activation() {
         rig.start_with(default_mask(), queues),
         Err(ActivateError::MissingQueue(0))
     ));
+
+    // An available ring at 0, which virtio-queue cannot read: refused now
+    // rather than NEEDS_RESET on the first notification.
+    let mut rig = Rig::new(&m, "backend=memory");
+    let mut queues = rig.queues();
+    queues[1]
+        .1
+        .try_set_avail_ring_address(GuestAddress(0))
+        .unwrap();
+    let err = rig.start_with(default_mask(), queues).unwrap_err();
+    assert!(
+        matches!(&err, ActivateError::InvalidQueue(1, why) if why.contains("address 0")),
+        "{err}"
+    );
+    assert!(rig.dev.needs_reset());
 }
 
 #[test]

@@ -55,6 +55,11 @@ pub enum QueueConfigError {
     /// A ring lies partly or wholly outside guest memory.
     #[error("its rings are not inside guest memory")]
     OutsideMemory,
+    /// The available ring is at guest address 0. The spec allows any
+    /// address, but virtio-queue takes 0 to mean "not set up" and refuses
+    /// to read such a ring, so the queue would break on first use.
+    #[error("its available ring is at guest address 0, which the spec allows but this device cannot use (virtio-queue treats an available ring at 0 as not configured)")]
+    AvailRingAtZero,
 }
 
 /// The registers of one queue. Addresses are kept exactly as the driver
@@ -153,6 +158,9 @@ impl QueueConfig {
         if let Some(size) = self.refused_size {
             return Err(QueueConfigError::RefusedSize(size, self.max_size));
         }
+        if self.avail == 0 {
+            return Err(QueueConfigError::AvailRingAtZero);
+        }
         let state = QueueState {
             max_size: self.max_size,
             next_avail: 0,
@@ -236,5 +244,22 @@ mod tests {
         ));
         q.reset();
         assert_eq!(q, QueueConfig::new(16));
+    }
+
+    #[test]
+    fn available_ring_at_zero_is_refused_with_the_reason() {
+        let mut q = QueueConfig::new(16);
+        q.set_ready(true);
+        q.set_addr(RingArea::Desc, AddrPart::Full, 0x1000);
+        q.set_addr(RingArea::Avail, AddrPart::Full, 0);
+        q.set_addr(RingArea::Used, AddrPart::Full, 0x3000);
+        let err = q.build(&mem(), false).unwrap_err();
+        assert_eq!(err, QueueConfigError::AvailRingAtZero);
+        assert!(err.to_string().contains("virtio-queue"), "{err}");
+        // Only the available ring has the limitation.
+        q.set_addr(RingArea::Desc, AddrPart::Full, 0);
+        q.set_addr(RingArea::Avail, AddrPart::Full, 0x1000);
+        q.set_addr(RingArea::Used, AddrPart::Full, 0x2000);
+        q.build(&mem(), false).unwrap();
     }
 }
