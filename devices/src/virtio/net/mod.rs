@@ -44,7 +44,7 @@
 //!
 //! | event | when | main fields |
 //! |---|---|---|
-//! | `features_offered` | device created | `offered` {bits, value, names}, `not_offered_by_default`, `added_to_defaults`, `allow_invalid`, `backend`, `mac`, `mtu` |
+//! | `features_offered` | device created | `offered` {bits, value, names}, `not_offered_by_default`, `added_to_defaults`, `allow_invalid`, `offer_unimplemented`, `unimplemented_offered` (bits offered that the device will not honour), `backend`, `mac`, `mtu` |
 //! | `features_acked` | FEATURES_OK | `acked`, `offered_not_acked`, `status_negotiated` |
 //! | `device_status` | every status byte change | `old`, `new`, `set`, `cleared` (bit names) |
 //! | `driver_failed` | the driver set FAILED | |

@@ -272,6 +272,8 @@ impl NetState {
                 "not_offered_by_default": features::names(features::default_mask() & !offered),
                 "added_to_defaults": features::names(offered & !features::default_mask()),
                 "allow_invalid": st.cfg.allow_invalid,
+                "offer_unimplemented": st.cfg.offer_unimplemented,
+                "unimplemented_offered": features::names(offered & !features::implemented_mask()),
                 "backend": st.backend.describe(),
                 "mac": st.cfg.mac,
                 "mtu": st.cfg.mtu,

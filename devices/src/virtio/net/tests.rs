@@ -853,6 +853,23 @@ fn interrupts_collected_before_a_reset_are_not_raised_after_it() {
 }
 
 #[test]
+fn unimplemented_bits_offered_are_named_in_the_event_log() {
+    let m = guest_mem();
+    let rig = Rig::new(
+        &m,
+        "backend=memory,features=+ring_packed,offer-unimplemented",
+    );
+    assert!(rig.dev.offered_features() & mask(34) != 0);
+    let ev = &rig.log.named("features_offered")[0];
+    assert_eq!(ev["offer_unimplemented"], true);
+    assert_eq!(ev["allow_invalid"], false);
+    assert_eq!(
+        ev["unimplemented_offered"],
+        serde_json::json!(["ring_packed"])
+    );
+}
+
+#[test]
 fn unoffered_acked_features_are_masked() {
     let m = guest_mem();
     let mut rig = Rig::new(&m, "features=-status");
