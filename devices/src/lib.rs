@@ -8,6 +8,7 @@ pub mod event_log;
 pub mod legacy;
 pub mod net;
 pub mod pci;
+pub mod ratelimit;
 pub mod sync;
 pub mod virtio;
 

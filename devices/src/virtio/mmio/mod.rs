@@ -20,6 +20,7 @@ use super::transport::{
 };
 use super::{VirtioDevice, VirtioInterrupt};
 use crate::bus::BusDevice;
+use crate::ratelimit::limited;
 
 /// "virt" in little endian, the value of the MagicValue register.
 pub const MMIO_MAGIC: u32 = 0x7472_6976;
@@ -173,7 +174,10 @@ impl MmioTransport {
             | VIRTIO_MMIO_SHM_BASE_HIGH => u32::MAX,
             VIRTIO_MMIO_CONFIG_GENERATION => state.config_generation(),
             _ => {
-                log::warn!(
+                limited!(
+                    state.limiter(),
+                    "bad_register",
+                    log::Level::Warn,
                     "{}: read of unknown or write-only register {offset:#x}; returning 0",
                     state.label()
                 );
@@ -207,21 +211,32 @@ impl MmioTransport {
             // No shared memory regions to select.
             VIRTIO_MMIO_SHM_SEL => {}
             VIRTIO_MMIO_GUEST_PAGE_SIZE | VIRTIO_MMIO_QUEUE_ALIGN | VIRTIO_MMIO_QUEUE_PFN => {
-                log::warn!(
+                limited!(
+                    state.limiter(),
+                    "bad_register",
+                    log::Level::Warn,
                     "{}: write of legacy (version 1) register {offset:#x} on a version 2 device; ignored",
                     state.label()
                 )
             }
-            _ => log::warn!(
-                "{}: write of unknown or read-only register {offset:#x} (value {v:#x}); ignored",
-                state.label()
-            ),
+            _ => {
+                limited!(
+                    state.limiter(),
+                    "bad_register",
+                    log::Level::Warn,
+                    "{}: write of unknown or read-only register {offset:#x} (value {v:#x}); ignored",
+                    state.label()
+                )
+            }
         }
     }
 
     fn write_status(&mut self, v: u32) {
         let Ok(v) = u8::try_from(v) else {
-            log::warn!(
+            limited!(
+                self.state.limiter(),
+                "bad_register",
+                log::Level::Warn,
                 "{}: status {v:#x} does not fit the 8-bit device status; ignored",
                 self.state.label()
             );
@@ -243,7 +258,10 @@ impl BusDevice for MmioTransport {
         data.fill(0);
         // The registers are 32 bits wide and must be accessed as such.
         if data.len() != 4 || offset % 4 != 0 {
-            log::warn!(
+            limited!(
+                self.state.limiter(),
+                "bad_access",
+                log::Level::Warn,
                 "{}: {}-byte read at register offset {offset:#x}; registers are read as aligned 32-bit words",
                 self.state.label(),
                 data.len()
@@ -262,7 +280,10 @@ impl BusDevice for MmioTransport {
             return;
         }
         let Ok(bytes) = <[u8; 4]>::try_from(data) else {
-            log::warn!(
+            limited!(
+                self.state.limiter(),
+                "bad_access",
+                log::Level::Warn,
                 "{}: {}-byte write at register offset {offset:#x}; ignored (registers are written as aligned 32-bit words)",
                 self.state.label(),
                 data.len()
@@ -270,7 +291,10 @@ impl BusDevice for MmioTransport {
             return;
         };
         if offset % 4 != 0 {
-            log::warn!(
+            limited!(
+                self.state.limiter(),
+                "bad_access",
+                log::Level::Warn,
                 "{}: unaligned write at register offset {offset:#x}; ignored",
                 self.state.label()
             );

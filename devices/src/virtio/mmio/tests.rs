@@ -490,6 +490,23 @@ fn invalid_device_is_rejected_at_creation() {
 }
 
 #[test]
+fn bad_accesses_are_logged_within_a_rate() {
+    let (mut t, _) = setup(&[16]);
+    for _ in 0..1000 {
+        w(&mut t, 0x0fc, 1); // no such register
+        t.write(BASE, 1, &[0; 2]); // a 2-byte register write
+        set_status(&mut t, DRIVER); // DRIVER without ACKNOWLEDGE
+    }
+    // Three kinds, each a burst of ten then one a second (the loop takes
+    // well under a second); everything else is counted, not logged.
+    let suppressed = t.state().limiter().suppressed();
+    assert!(
+        (2900..=3000 - 30).contains(&suppressed),
+        "{suppressed} suppressed"
+    );
+}
+
+#[test]
 fn guest_garbage_never_panics() {
     let (mut t, dummy) = setup(&[16, 16]);
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;

@@ -53,12 +53,20 @@
 //! | `config_interrupt` | a configuration interrupt is raised | `why` (`link_change`, `announce`, `needs_reset`), `generation` |
 //! | `link_change` / `link_change_refused` | `set_link` | `up`, `outcome` or `why` |
 //! | `announce` / `announce_refused` | `announce` | `config_status` or `why` |
-//! | `ctrl_command` | each control command | `command`, `ok`, `effect` or `error` |
+//! | `ctrl_command` | each control command (rate-limited) | `command`, `ok`, `effect` or `error` |
 //! | `queue_active` | first chain used on a queue since activation | `queue`, `role` |
-//! | `guest_fault` | a malformed request survived (first 32 per activation) | `queue`, `fault` |
+//! | `guest_fault` | a malformed request survived (the first 32 in the device's life; then `guest_faults_suppressed` once, and only `counters.guest_faults`) | `queue`, `fault` |
 //! | `needs_reset` | the device enters DEVICE_NEEDS_RESET | `why` |
 //! | `backend_error` | the backend failed (first, then every 1000th) | `direction`, `error`, `count` |
-//! | `config_write` | the driver changed the MAC in config space | `offset`, `len`, `mac` |
+//! | `config_write` | the driver changed the MAC in config space (rate-limited) | `offset`, `len`, `mac` |
+//! | `events_suppressed` | before a rate-limited entry, when some of its kind were left out | `kind` (the event left out), `count` |
+//!
+//! The entries the harness relies on (features offered and acked, every
+//! device-status transition, link changes, configuration interrupts) are
+//! always written. The ones a driver can cause at will (control commands,
+//! MAC writes) are rate-limited per kind: a burst of 32, then one a second,
+//! the rest counted in `counters.events_suppressed`; guest faults have a
+//! fixed allowance for the life of the device.
 
 pub mod chain;
 pub mod config;

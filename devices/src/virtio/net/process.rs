@@ -13,7 +13,7 @@ use super::ctrl_queue;
 use super::features::has;
 use super::pass::{Faults, Pass};
 use super::rx::{self, RxContext, RX_BUDGET};
-use super::state::{Irqs, NetState, Role, FAULTS_LOGGED};
+use super::state::{Irqs, NetState, Role};
 use super::tx;
 
 /// Why a queue was not processed.
@@ -47,15 +47,9 @@ impl NetState {
             return Err(ProcessError::NeedsReset(idx));
         }
         if self.active.is_none() {
-            if self.faults_logged < FAULTS_LOGGED {
-                self.faults_logged += 1;
-                self.event(
-                    log::Level::Warn,
-                    "guest_fault",
-                    json!({ "queue": idx, "fault": "queue notified before DRIVER_OK; ignored" }),
-                );
-            }
-            self.counters.guest_faults += 1;
+            self.log_fault(
+                json!({ "queue": idx, "fault": "queue notified before DRIVER_OK; ignored" }),
+            );
             return Err(ProcessError::NotActive(idx));
         }
         self.process_queue(irqs, idx)
@@ -239,7 +233,7 @@ impl NetState {
         for a in answered {
             match &a.result {
                 Ok(effect) => {
-                    self.event(
+                    self.event_limited(
                         log::Level::Info,
                         "ctrl_command",
                         json!({ "command": a.what, "ok": true, "effect": format!("{effect:?}") }),
@@ -252,7 +246,7 @@ impl NetState {
                         _ => {}
                     }
                 }
-                Err(e) => self.event(
+                Err(e) => self.event_limited(
                     log::Level::Warn,
                     "ctrl_command",
                     json!({ "command": a.what, "ok": false, "error": e.to_string() }),

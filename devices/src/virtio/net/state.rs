@@ -36,12 +36,20 @@ use super::tx::TxScratch;
 use crate::error::display_chain;
 use crate::event_log::EventLog;
 use crate::net::{Backend, GuestOffloads};
+use crate::ratelimit::{limited, RateLimiter};
 use crate::virtio::transport::status::bit_names;
 use crate::virtio::transport::QueueConfigError;
 use crate::virtio::{ActivateContext, ActivateError, VirtioInterrupt, VirtioInterruptType};
 
-/// Guest faults logged per activation before the log only counts them.
+/// Guest faults written to the event log over the device's life (resets
+/// and activations do not start a new allowance); later ones are only
+/// counted (`counters.guest_faults`).
 pub(super) const FAULTS_LOGGED: u32 = 32;
+/// Event-log entries of one guest-triggered kind (control commands, MAC
+/// writes, refused FEATURES_OK) written at once before the rate limit.
+pub(super) const EVENT_BURST: u32 = 32;
+/// Time for one more such entry once the burst is spent.
+pub(super) const EVENT_REFILL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a queue does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,8 +103,9 @@ pub struct Irqs {
 
 impl Irqs {
     /// Raises the collected interrupts, unless the device was reset or
-    /// activated again since they were collected.
-    pub(crate) fn fire(self, name: &str) {
+    /// activated again since they were collected; failures are logged
+    /// through `limiter` (one per interrupt would be the guest's choice).
+    pub(crate) fn fire(self, name: &str, limiter: &RateLimiter) {
         let Some((target, gate, epoch)) = self.target else {
             return;
         };
@@ -107,12 +116,22 @@ impl Irqs {
         }
         if self.config {
             if let Err(e) = target.trigger(VirtioInterruptType::Config) {
-                log::error!("{name}: cannot raise the configuration interrupt: {e}");
+                limited!(
+                    limiter,
+                    "interrupt_failed",
+                    log::Level::Error,
+                    "{name}: cannot raise the configuration interrupt: {e}"
+                );
             }
         }
         for q in self.queues {
             if let Err(e) = target.trigger(VirtioInterruptType::Queue(q)) {
-                log::error!("{name}: cannot raise the interrupt of queue {q}: {e}");
+                limited!(
+                    limiter,
+                    "interrupt_failed",
+                    log::Level::Error,
+                    "{name}: cannot raise the interrupt of queue {q}: {e}"
+                );
             }
         }
     }
@@ -176,7 +195,10 @@ pub(crate) struct NetState {
     pub(crate) queue_more: Vec<u16>,
     pub(crate) counters: Counters,
     pub(super) queue_stats: Vec<QueueStats>,
+    /// Guest faults written to the event log so far (never reset).
     pub(super) faults_logged: u32,
+    /// Rate limit of the guest-triggered event-log entries.
+    pub(super) event_limiter: RateLimiter,
     pub(super) tx: TxScratch,
     pub(super) rx: RxScratch,
     pub(super) ctrl: CtrlScratch,
@@ -186,6 +208,8 @@ pub(crate) struct NetState {
 /// The lock and the event loop's wake-up.
 pub(crate) struct Shared {
     state: Mutex<NetState>,
+    /// Rate limit of interrupt failures, logged outside the lock.
+    irq_limiter: RateLimiter,
     /// Written when the event loop must re-read the queue events (after
     /// activation and reset) or run another RX pass.
     pub(crate) wake: EventFd,
@@ -194,6 +218,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(state: NetState, wake: EventFd) -> Arc<Self> {
         Arc::new(Self {
+            irq_limiter: RateLimiter::new(state.name.clone()),
             state: Mutex::new(state),
             wake,
         })
@@ -211,7 +236,7 @@ impl Shared {
             let r = f(&mut st, &mut irqs);
             (r, st.name.clone())
         };
-        irqs.fire(&name);
+        irqs.fire(&name, &self.irq_limiter);
         r
     }
 
@@ -258,6 +283,7 @@ impl NetState {
             counters: Counters::default(),
             queue_stats: Vec::new(),
             faults_logged: 0,
+            event_limiter: RateLimiter::with_rate(cfg.name(), EVENT_BURST, EVENT_REFILL),
             tx: TxScratch::default(),
             rx: RxScratch::default(),
             ctrl: CtrlScratch::default(),
@@ -287,6 +313,55 @@ impl NetState {
 
     pub(crate) fn event(&self, level: log::Level, event: &str, fields: serde_json::Value) {
         self.log.record(level, &self.name, event, fields);
+    }
+
+    /// Records an event the guest can cause at will (a control command, a
+    /// MAC write), within the rate limit: past it the entry is dropped and
+    /// counted, and the next one let through is preceded by an
+    /// `events_suppressed` entry with the count.
+    pub(crate) fn event_limited(
+        &mut self,
+        level: log::Level,
+        event: &'static str,
+        fields: serde_json::Value,
+    ) {
+        match self.event_limiter.admit(event) {
+            None => self.counters.events_suppressed += 1,
+            Some(n) => {
+                if n > 0 {
+                    self.event(
+                        log::Level::Warn,
+                        "events_suppressed",
+                        json!({ "kind": event, "count": n }),
+                    );
+                }
+                self.event(level, event, fields);
+            }
+        }
+    }
+
+    /// Records a guest fault: counted always, written to the event log
+    /// while the device's allowance of [`FAULTS_LOGGED`] lasts.
+    pub(crate) fn log_fault(&mut self, fields: serde_json::Value) {
+        self.counters.guest_faults += 1;
+        self.write_fault(fields);
+    }
+
+    /// Writes a (counted) guest fault to the event log, within the
+    /// allowance.
+    fn write_fault(&mut self, fields: serde_json::Value) {
+        if self.faults_logged >= FAULTS_LOGGED {
+            return;
+        }
+        self.faults_logged += 1;
+        self.event(log::Level::Warn, "guest_fault", fields);
+        if self.faults_logged == FAULTS_LOGGED {
+            self.event(
+                log::Level::Warn,
+                "guest_faults_suppressed",
+                json!({ "after": FAULTS_LOGGED, "see": "counters.guest_faults" }),
+            );
+        }
     }
 
     /// The number of queues: a pair per configured pair, plus control.
@@ -342,23 +417,14 @@ impl NetState {
         self.raise_config(irqs, "needs_reset");
     }
 
+    /// Writes the faults a pass kept to the event log (the pass counted
+    /// all of them already), within the device's allowance.
     pub(super) fn log_faults(&mut self, queue: u16, faults: &Faults) {
         for fault in &faults.kept {
-            if self.faults_logged < FAULTS_LOGGED {
-                self.faults_logged += 1;
-                self.event(
-                    log::Level::Warn,
-                    "guest_fault",
-                    json!({ "queue": queue, "fault": fault.to_string() }),
-                );
-                if self.faults_logged == FAULTS_LOGGED {
-                    self.event(
-                        log::Level::Warn,
-                        "guest_faults_suppressed",
-                        json!({ "after": FAULTS_LOGGED, "see": "counters.guest_faults" }),
-                    );
-                }
+            if self.faults_logged >= FAULTS_LOGGED {
+                return;
             }
+            self.write_fault(json!({ "queue": queue, "fault": fault.to_string() }));
         }
     }
 
@@ -404,14 +470,10 @@ impl NetState {
     pub(crate) fn set_acked_features(&mut self, acked: u64) {
         let unoffered = acked & !self.offered;
         if unoffered != 0 {
-            self.event(
-                log::Level::Warn,
-                "guest_fault",
-                json!({
-                    "fault": "driver acked features that were not offered; ignored",
-                    "bits": FeatureSet::new(unoffered),
-                }),
-            );
+            self.log_fault(json!({
+                "fault": "driver acked features that were not offered; ignored",
+                "bits": FeatureSet::new(unoffered),
+            }));
         }
         self.acked = acked & self.offered;
         self.filter.vlan_filtering = has(self.acked, VIRTIO_NET_F_CTRL_VLAN);
@@ -447,24 +509,20 @@ impl NetState {
         match outcome {
             WriteOutcome::MacChanged => {
                 self.generation = self.generation.wrapping_add(1);
-                self.event(
+                let mac = super::config::MacAddr(self.fields.mac);
+                self.event_limited(
                     log::Level::Info,
                     "config_write",
-                    json!({ "offset": offset, "len": data.len(), "mac": super::config::MacAddr(self.fields.mac) }),
+                    json!({ "offset": offset, "len": data.len(), "mac": mac }),
                 );
             }
             WriteOutcome::Unchanged => {}
             WriteOutcome::ReadOnly => {
-                self.counters.guest_faults += 1;
-                self.event(
-                    log::Level::Warn,
-                    "guest_fault",
-                    json!({
-                        "fault": "driver wrote read-only configuration space; ignored",
-                        "offset": offset,
-                        "len": data.len(),
-                    }),
-                );
+                self.log_fault(json!({
+                    "fault": "driver wrote read-only configuration space; ignored",
+                    "offset": offset,
+                    "len": data.len(),
+                }));
             }
         }
     }
@@ -591,7 +649,6 @@ impl NetState {
                 ..QueueStats::default()
             };
         }
-        self.faults_logged = 0;
         self.event(
             log::Level::Info,
             "activated",

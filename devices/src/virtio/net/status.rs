@@ -47,6 +47,9 @@ pub struct Counters {
     pub guest_faults: u64,
     /// Times the device entered DEVICE_NEEDS_RESET.
     pub needs_reset: u64,
+    /// Guest-triggered event-log entries left out by the rate limit
+    /// (control commands, MAC writes, refused FEATURES_OK).
+    pub events_suppressed: u64,
 }
 
 /// Per-queue activity since the last activation.

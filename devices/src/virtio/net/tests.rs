@@ -822,6 +822,7 @@ fn interrupts_collected_before_a_reset_are_not_raised_after_it() {
     let m = guest_mem();
     let mut rig = Rig::new(&m, "backend=memory");
     rig.start(default_mask()).unwrap();
+    let limiter = crate::ratelimit::RateLimiter::new("net");
     let collect = |rig: &Rig<'_>| {
         let mut irqs = super::state::Irqs::default();
         let mut st = rig.dev.shared().lock();
@@ -830,7 +831,7 @@ fn interrupts_collected_before_a_reset_are_not_raised_after_it() {
         irqs
     };
     // Raised after the lock, as Shared::with does.
-    collect(&rig).fire("net");
+    collect(&rig).fire("net", &limiter);
     assert_eq!(
         rig.irq.take(),
         vec![VirtioInterruptType::Config, VirtioInterruptType::Queue(1)]
@@ -838,17 +839,17 @@ fn interrupts_collected_before_a_reset_are_not_raised_after_it() {
     // A reset between collecting and raising: nothing reaches the driver.
     let stale = collect(&rig);
     rig.dev.reset();
-    stale.fire("net");
+    stale.fire("net", &limiter);
     assert!(rig.irq.take().is_empty());
     // Nor after the driver started the device again.
     rig.start(default_mask()).unwrap();
     let stale = collect(&rig);
     rig.dev.reset();
     rig.start(default_mask()).unwrap();
-    stale.fire("net");
+    stale.fire("net", &limiter);
     assert!(rig.irq.take().is_empty());
     // Interrupts of the new activation go through.
-    collect(&rig).fire("net");
+    collect(&rig).fire("net", &limiter);
     assert_eq!(rig.irq.take().len(), 2);
 }
 
@@ -866,6 +867,123 @@ fn unimplemented_bits_offered_are_named_in_the_event_log() {
     assert_eq!(
         ev["unimplemented_offered"],
         serde_json::json!(["ring_packed"])
+    );
+}
+
+// ----- What the guest can make the VMM write -----
+
+#[test]
+fn guest_fault_allowance_is_per_device_not_per_activation() {
+    let m = guest_mem();
+    let mut rig = Rig::new(&m, "backend=memory");
+    for cycle in 0..3u64 {
+        rig.next_desc = [0; 3];
+        rig.start(default_mask()).unwrap();
+        // 20 writes to read-only config space and a runt frame, per cycle.
+        for _ in 0..20 {
+            rig.dev.write_config(STATUS_OFFSET as u64, &[0, 0]);
+        }
+        rig.offer(1, &[(0x10_0000 + cycle * 0x1000, 4, 0)]);
+        rig.dev.process_queue(1).unwrap();
+        rig.dev.reset();
+    }
+    // (The mock driver's ring keeps its index across resets, so each
+    // activation sees the earlier runts again: more than 63.)
+    assert!(rig.dev.status().counters.guest_faults >= 63, "all counted");
+    assert_eq!(
+        rig.log.named("guest_fault").len(),
+        32,
+        "32 logged in the device's life, however many activations"
+    );
+    assert_eq!(rig.log.named("guest_faults_suppressed").len(), 1);
+}
+
+#[test]
+fn guest_triggered_event_log_entries_are_rate_limited() {
+    let m = guest_mem();
+    let mut rig = Rig::new(&m, "backend=memory");
+    rig.start(default_mask()).unwrap();
+    // MAC writes: a burst gets through, the rest is counted.
+    for i in 0..1000u32 {
+        rig.dev.write_config(5, &[i as u8]);
+    }
+    let writes = rig.log.named("config_write").len();
+    assert!(
+        (32..=40).contains(&writes),
+        "{writes} config_write entries for 1000 MAC writes"
+    );
+    let suppressed = rig.dev.status().counters.events_suppressed;
+    assert_eq!(suppressed as usize + writes, 1000);
+
+    // Control commands, with a tighter limit to see the notice.
+    rig.dev.shared().lock().event_limiter =
+        crate::ratelimit::RateLimiter::with_rate("net", 3, std::time::Duration::from_millis(40));
+    for i in 0..6 {
+        rig.command(0x30_0000 + i * 0x1000, &[0, 0, 1]);
+    }
+    assert_eq!(rig.log.named("ctrl_command").len(), 3);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(
+        rig.command(0x30_7000, &[0, 0, 1]),
+        0,
+        "answered all the same"
+    );
+    let notices = rig.log.named("events_suppressed");
+    let last = notices.last().unwrap();
+    assert_eq!(
+        (&last["kind"], &last["count"]),
+        (&"ctrl_command".into(), &3.into())
+    );
+    assert_eq!(rig.log.named("ctrl_command").len(), 4);
+    // What the harness needs is never limited: every status transition.
+    for _ in 0..50 {
+        rig.dev.reset();
+        rig.next_desc = [0; 3];
+        rig.start(default_mask()).unwrap();
+    }
+    let driver_ok = rig
+        .log
+        .named("device_status")
+        .iter()
+        .filter(|e| e["set"] == serde_json::json!(["DRIVER_OK"]))
+        .count();
+    assert_eq!(driver_ok, 51);
+}
+
+#[test]
+fn failing_interrupts_are_logged_within_a_rate() {
+    struct Broken;
+    impl VirtioInterrupt for Broken {
+        fn trigger(&self, _: VirtioInterruptType) -> std::io::Result<()> {
+            Err(std::io::Error::other("no MSI route"))
+        }
+    }
+    let m = guest_mem();
+    let mut rig = Rig::new(&m, "backend=memory");
+    let queues = rig.queues();
+    let evts: Vec<EventFd> = queues
+        .iter()
+        .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
+        .collect();
+    rig.dev.set_acked_features(default_mask());
+    rig.dev
+        .activate(ActivateContext {
+            mem: m.clone(),
+            interrupt: Arc::new(Broken),
+            queues,
+            queue_evts: evts,
+        })
+        .unwrap();
+    let limiter = crate::ratelimit::RateLimiter::new("net");
+    for _ in 0..1000 {
+        let mut irqs = super::state::Irqs::default();
+        rig.dev.shared().lock().raise_queue(&mut irqs, 1);
+        irqs.fire("net", &limiter);
+    }
+    assert!(
+        limiter.suppressed() >= 1000 - 12,
+        "{}",
+        limiter.suppressed()
     );
 }
 

@@ -4,6 +4,7 @@
 
 use super::interrupt::VirtioPciInterrupt;
 use super::layout::{common::*, COMMON_CFG_SIZE, VIRTIO_MSI_NO_VECTOR};
+use crate::ratelimit::limited;
 use crate::virtio::transport::{AddrPart, RingArea, StatusWrite, TransportState};
 
 /// The registers as the driver would read them now.
@@ -60,7 +61,10 @@ pub fn read(state: &TransportState, irq: &VirtioPciInterrupt, offset: u64, data:
 pub fn write(state: &mut TransportState, irq: &VirtioPciInterrupt, offset: u64, data: &[u8]) {
     let mut buf = [0u8; 8];
     let Some(dst) = buf.get_mut(..data.len()) else {
-        log::warn!(
+        limited!(
+            state.limiter(),
+            "bad_access",
+            log::Level::Warn,
             "{}: {}-byte common configuration write at {offset:#x}; ignored",
             state.label(),
             data.len()
@@ -88,7 +92,10 @@ pub fn write(state: &mut TransportState, irq: &VirtioPciInterrupt, offset: u64, 
             if state.selected_queue().is_some() {
                 irq.set_queue_vector(sel, v as u16);
             } else {
-                log::warn!(
+                limited!(
+                    state.limiter(),
+                    "bad_register",
+                    log::Level::Warn,
                     "{}: MSI-X vector written for queue {sel}, which does not exist; ignored",
                     state.label()
                 );
@@ -100,7 +107,10 @@ pub fn write(state: &mut TransportState, irq: &VirtioPciInterrupt, offset: u64, 
             } else {
                 // virtio 1.2 section 4.1.4.3.2: the driver MUST NOT write
                 // 0 to queue_enable.
-                log::warn!(
+                limited!(
+                    state.limiter(),
+                    "bad_register",
+                    log::Level::Warn,
                     "{}: queue_enable {v} written for queue {sel}; only 1 is allowed, ignored",
                     state.label()
                 );
@@ -115,14 +125,22 @@ pub fn write(state: &mut TransportState, irq: &VirtioPciInterrupt, offset: u64, 
         (Q_USEDLO, 8) => state.write_queue_addr(Used, Full, v),
         (Q_USEDLO, 4) => state.write_queue_addr(Used, Low, v),
         (Q_USEDHI, 4) => state.write_queue_addr(Used, High, v),
-        (DF | NUMQ | CFGGENERATION | Q_NOFF, _) => log::warn!(
+        (DF | NUMQ | CFGGENERATION | Q_NOFF, _) => limited!(
+            state.limiter(),
+            "bad_register",
+            log::Level::Warn,
             "{}: write to read-only common configuration field {offset:#x}; ignored",
             state.label()
         ),
-        _ => log::warn!(
-            "{}: {}-byte common configuration write at {offset:#x} does not match a field; ignored",
-            state.label(),
-            data.len()
-        ),
+        _ => {
+            limited!(
+                state.limiter(),
+                "bad_access",
+                log::Level::Warn,
+                "{}: {}-byte common configuration write at {offset:#x} does not match a field; ignored",
+                state.label(),
+                data.len()
+            )
+        }
     }
 }
