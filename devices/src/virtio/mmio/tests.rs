@@ -173,6 +173,11 @@ fn features_ok_refused_for_unoffered_bit() {
         u32::from(ACKNOWLEDGE | DRIVER)
     );
     assert_eq!(dummy.lock().unwrap().acked, None);
+    assert_eq!(
+        dummy.lock().unwrap().refused,
+        vec![(1 << VIRTIO_F_VERSION_1) | (1 << 6)],
+        "the device is told"
+    );
     // DRIVER_OK cannot follow.
     set_status(&mut t, ALL_OK);
     assert_eq!(
@@ -188,6 +193,8 @@ fn features_ok_refused_for_unoffered_bit() {
         u32::from(ACKNOWLEDGE | DRIVER | FEATURES_OK)
     );
     assert_eq!(dummy.lock().unwrap().acked, Some(1 << VIRTIO_F_VERSION_1));
+    // Refused twice: the ALL_OK write asked for FEATURES_OK again.
+    assert_eq!(dummy.lock().unwrap().refused.len(), 2);
 }
 
 #[test]

@@ -173,6 +173,10 @@ impl VirtioDevice for NetDevice {
         self.shared.lock().set_acked_features(acked);
     }
 
+    fn features_refused(&mut self, acked: u64) {
+        self.shared.lock().features_refused(acked);
+    }
+
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         self.shared.lock().read_config(offset, data);
     }

@@ -46,6 +46,7 @@
 //! |---|---|---|
 //! | `features_offered` | device created | `offered` {bits, value, names}, `not_offered_by_default`, `added_to_defaults`, `allow_invalid`, `offer_unimplemented`, `unimplemented_offered` (bits offered that the device will not honour), `backend`, `mac`, `mtu` |
 //! | `features_acked` | FEATURES_OK | `acked`, `offered_not_acked`, `status_negotiated` |
+//! | `features_refused` | FEATURES_OK refused: the driver acked bits not offered (rate-limited) | `acked`, `offered` {bits, value, names}, `not_offered` (names) |
 //! | `device_status` | every status byte change | `old`, `new`, `set`, `cleared` (bit names) |
 //! | `driver_failed` | the driver set FAILED | |
 //! | `activated` | DRIVER_OK | `queues`, `hdr_len`, `mrg_rxbuf`, `event_idx`, `link_up` |

@@ -489,6 +489,21 @@ impl NetState {
         );
     }
 
+    /// The transport refused FEATURES_OK: the driver acked bits that were
+    /// not offered. A driver can retry at will, so the entry is
+    /// rate-limited.
+    pub(crate) fn features_refused(&mut self, acked: u64) {
+        self.event_limited(
+            log::Level::Warn,
+            "features_refused",
+            json!({
+                "acked": FeatureSet::new(acked),
+                "offered": FeatureSet::new(self.offered),
+                "not_offered": features::names(acked & !self.offered),
+            }),
+        );
+    }
+
     pub(super) fn set_guest_offloads(&mut self, offloads: GuestOffloads) {
         self.guest_offloads = offloads;
         if let Err(e) = self.backend.set_guest_offloads(offloads) {

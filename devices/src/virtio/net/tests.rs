@@ -988,6 +988,46 @@ fn failing_interrupts_are_logged_within_a_rate() {
 }
 
 #[test]
+fn refused_features_ok_is_in_the_event_log() {
+    use crate::bus::BusDevice;
+    use crate::virtio::mmio::MmioTransport;
+    use virtio_bindings::virtio_mmio::*;
+
+    let m = guest_mem();
+    let cfg = NetConfig::parse("backend=memory,features=-mrg_rxbuf").unwrap();
+    let (backend, _peer) = MemoryBackend::pair(16).unwrap();
+    let (log, buf) = EventLog::in_memory();
+    let dev = Arc::new(Mutex::new(
+        NetDevice::new(cfg, Box::new(backend), log).unwrap(),
+    ));
+    let mut t = MmioTransport::new("net0", dev, m).unwrap();
+    let mut w = |offset: u32, v: u32| t.write(0, u64::from(offset), &v.to_le_bytes());
+    let acked = default_mask() | mask(VIRTIO_NET_F_MRG_RXBUF);
+    w(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+    w(
+        VIRTIO_MMIO_STATUS,
+        VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER,
+    );
+    w(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+    w(VIRTIO_MMIO_DRIVER_FEATURES, acked as u32);
+    w(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+    w(VIRTIO_MMIO_DRIVER_FEATURES, (acked >> 32) as u32);
+    w(
+        VIRTIO_MMIO_STATUS,
+        VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK,
+    );
+    let ev = buf.named("features_refused");
+    assert_eq!(ev.len(), 1, "{:?}", buf.events());
+    assert_eq!(ev[0]["acked"]["value"], acked);
+    assert_eq!(
+        ev[0]["offered"]["value"],
+        default_mask() & !mask(VIRTIO_NET_F_MRG_RXBUF)
+    );
+    assert_eq!(ev[0]["not_offered"], serde_json::json!(["mrg_rxbuf"]));
+    assert!(buf.named("features_acked").is_empty());
+}
+
+#[test]
 fn unoffered_acked_features_are_masked() {
     let m = guest_mem();
     let mut rig = Rig::new(&m, "features=-status");

@@ -349,6 +349,8 @@ impl TransportState {
                 self.label,
                 self.driver_features
             );
+            let acked = self.driver_features;
+            self.device().features_refused(acked);
             return false;
         }
         log::info!(
