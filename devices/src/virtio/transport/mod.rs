@@ -583,6 +583,17 @@ impl TransportState {
 
     /// The driver enables (or disables) the selected queue.
     pub fn write_queue_ready(&mut self, ready: bool) {
+        // After a reset no queue is enabled, so disabling one changes
+        // nothing: Linux's virtio-mmio driver does it for every queue when it
+        // tears a device down (vm_del_vq, after the reset). Not a warning.
+        if !ready && self.status == 0 {
+            log::debug!(
+                "{}: queue {} disabled after reset",
+                self.label,
+                self.queue_sel
+            );
+            return;
+        }
         if let Some(q) = self.configurable_queue("ready") {
             q.set_ready(ready);
         }
