@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use crate::sync::lock;
+
 /// A device that answers guest accesses to its address range.
 pub trait BusDevice: Send {
     /// The guest reads `data.len()` bytes at `base + offset`; fill `data`.
@@ -120,13 +122,6 @@ impl Bus {
             None => false,
         }
     }
-}
-
-/// Locks a device, recovering it if another thread panicked while holding
-/// the lock: a device's state stays usable for the remaining vCPUs, and the
-/// panic itself is reported by that thread.
-fn lock(dev: &SharedDevice) -> std::sync::MutexGuard<'_, dyn BusDevice + 'static> {
-    dev.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

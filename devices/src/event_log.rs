@@ -17,6 +17,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
+use crate::sync::lock;
+
 struct Inner {
     start: Instant,
     out: Mutex<Box<dyn Write + Send>>,
@@ -103,7 +105,7 @@ impl EventLog {
         }
         let mut text = Value::Object(line).to_string();
         text.push('\n');
-        let mut out = inner.out.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = lock(&inner.out);
         if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
             log::warn!("cannot write to the event log: {e}");
         }
@@ -116,10 +118,7 @@ pub struct EventBuffer(Arc<Mutex<Vec<u8>>>);
 
 impl Write for EventBuffer {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(data);
+        lock(&self.0).extend_from_slice(data);
         Ok(data.len())
     }
 
@@ -131,7 +130,7 @@ impl Write for EventBuffer {
 impl EventBuffer {
     /// Every event so far, parsed.
     pub fn events(&self) -> Vec<Value> {
-        let bytes = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let bytes = lock(&self.0).clone();
         String::from_utf8_lossy(&bytes)
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())

@@ -3,10 +3,13 @@
 //! and backends.
 
 pub mod bus;
+pub mod error;
 pub mod event_log;
 pub mod legacy;
 pub mod net;
 pub mod pci;
+pub mod ratelimit;
+pub mod sync;
 pub mod virtio;
 
 pub use bus::{Bus, BusDevice, BusError};

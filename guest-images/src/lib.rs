@@ -23,6 +23,7 @@ pub mod driver;
 pub mod exec;
 pub mod initramfs;
 pub mod kernel;
+pub mod kernel_only;
 pub mod kmod;
 pub mod manifest;
 pub mod progress;

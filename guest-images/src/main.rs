@@ -57,6 +57,16 @@ enum Command {
         #[arg(long = "variant", value_parser = parse_variant)]
         variants: Vec<DriverVariant>,
     },
+    /// Build the kernel-only test kernel (linux-source-6.1, tinyconfig, virtio_net
+    /// and the vnetlab probe built in) and print its paths and command lines.
+    KernelOnly {
+        /// Which virtio_net: stock, prefix (bda7fab54828 reverted) or both.
+        #[arg(long, value_enum, default_value_t = KernelOnlyVariant::Both)]
+        variant: KernelOnlyVariant,
+        /// Plain progress lines even on a terminal.
+        #[arg(long)]
+        plain: bool,
+    },
     /// Check every artifact of the last manifest against its SHA-256.
     Verify,
     /// Print the last manifest (JSON).
@@ -86,6 +96,16 @@ enum Policy {
     Latest,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum KernelOnlyVariant {
+    /// virtio_net as Debian ships it.
+    Stock,
+    /// bda7fab54828 reverted.
+    Prefix,
+    /// Both.
+    Both,
+}
+
 fn parse_variant(s: &str) -> Result<DriverVariant, String> {
     s.parse().map_err(|e: guest_images::Error| e.to_string())
 }
@@ -97,7 +117,7 @@ fn parse_series(s: &str) -> Result<Series, String> {
 fn main() {
     let cli = Cli::parse();
     let plain_progress = match &cli.command {
-        Command::Build { plain, .. } => {
+        Command::Build { plain, .. } | Command::KernelOnly { plain, .. } => {
             *plain || !std::io::IsTerminal::is_terminal(&std::io::stderr())
         }
         _ => false,
@@ -263,6 +283,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("manifest   {}", path.display());
             println!("done in {:.1} s", started.elapsed().as_secs_f64());
         }
+        Command::KernelOnly { variant, plain } => kernel_only(&cache, variant, plain)?,
         Command::Verify => {
             let manifest = Manifest::read(&cache.root().join("manifest.json"))?;
             let bad = manifest.verify();
@@ -290,5 +311,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", a.path.display());
         }
     }
+    Ok(())
+}
+
+fn kernel_only(cache: &Cache, variant: KernelOnlyVariant, plain: bool) -> anyhow::Result<()> {
+    use guest_images::kernel_only::{self, Variant};
+    let progress = if plain || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        Progress::log()
+    } else {
+        Progress::bars()
+    };
+    let ctx = BuildContext::new(cache.clone()).with_progress(progress.clone());
+    let variants = match variant {
+        KernelOnlyVariant::Stock => vec![Variant::Stock],
+        KernelOnlyVariant::Prefix => vec![Variant::Prefix],
+        KernelOnlyVariant::Both => kernel_only::VARIANTS.to_vec(),
+    };
+    let started = Instant::now();
+    let mut manifest = Manifest::read(&cache.root().join("manifest.json"))
+        .unwrap_or_else(|_| Manifest::new(cache));
+    manifest.cache_root = cache.root().to_path_buf();
+    for v in variants {
+        let k = kernel_only::build(&ctx, v)
+            .with_context(|| format!("building the kernel-only {v} kernel"))?;
+        k.add_to_manifest(&ctx, &mut manifest);
+        println!(
+            "kernel-only {v}: {} from {} (built in {:.1} s, {} objects compiled)",
+            k.version, k.source, k.build_seconds, k.compiled_objects
+        );
+        println!("  vmlinux    {}", k.vmlinux.display());
+        println!("  System.map {}", k.system_map.display());
+        println!("  config     {}", k.config.display());
+    }
+    progress.finish();
+    let path = manifest.write(cache)?;
+    manifest.link_out(cache)?;
+    println!("emulator   {}", kernel_only::EMULATOR_CMDLINE);
+    println!("base       {}", kernel_only::BASE_CMDLINE);
+    println!(
+        "probe      {}",
+        kernel_only::probe::probe_args(&kernel_only::probe::operstate_steps(), None)
+    );
+    println!("manifest   {}", path.display());
+    println!("done in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }

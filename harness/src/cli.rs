@@ -115,6 +115,11 @@ fn default_paths() -> anyhow::Result<Vec<PathBuf>> {
     bail!("no scenario files given and no scenarios/ directory here")
 }
 
+/// Every scenario of the repository's scenarios/ directory.
+pub fn default_scenarios() -> anyhow::Result<Vec<Scenario>> {
+    load_paths(&default_paths()?).map_err(|e| anyhow::anyhow!("invalid scenarios:\n{e}"))
+}
+
 fn load(selection: &Selection) -> anyhow::Result<(Vec<Scenario>, usize)> {
     let paths = if selection.paths.is_empty() {
         default_paths()?

@@ -9,6 +9,7 @@ pub mod host;
 pub mod link;
 pub mod outcome;
 pub mod report;
+pub mod reproduce;
 pub mod runner;
 pub mod scenario;
 pub mod select;

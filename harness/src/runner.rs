@@ -46,6 +46,15 @@ pub fn run(
         scenarios.len(),
         options.jobs.max(1)
     );
+    let supported: Vec<&Scenario> = scenarios
+        .iter()
+        .filter(|s| engine.supports(s).is_ok())
+        .collect();
+    let prepared = if supported.is_empty() {
+        Ok(())
+    } else {
+        engine.prepare(&supported)
+    };
     let slots: Vec<Mutex<Option<ScenarioResult>>> =
         scenarios.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
@@ -57,7 +66,12 @@ pub fn run(
                 let Some(scenario) = scenarios.get(i) else {
                     break;
                 };
-                let result = run_one(&engine, scenario, i, options);
+                let result = match &prepared {
+                    Err(e) if engine.supports(scenario).is_ok() => {
+                        engine_error(scenario, e.clone(), Vec::new())
+                    }
+                    _ => run_one(&engine, scenario, i, options),
+                };
                 progress(&result);
                 *slots[i]
                     .lock()

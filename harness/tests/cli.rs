@@ -54,7 +54,7 @@ fn every_shipped_scenario_passes_on_the_fake_engine() {
         "{text}"
     );
     assert!(
-        stdout.contains("result: 16 passed, 0 failed, 0 skipped"),
+        stdout.contains("result: 20 passed, 0 failed, 0 skipped"),
         "{text}"
     );
     let bug = stdout
@@ -65,13 +65,13 @@ fn every_shipped_scenario_passes_on_the_fake_engine() {
         bug.contains("state UNKNOWN") && bug.contains("carrier_changes 0") && bug.contains("PASS"),
         "{bug}"
     );
-    assert!(String::from_utf8_lossy(&o.stderr).contains("harness: [16/16]"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("harness: [20/20]"));
     let xml = std::fs::read_to_string(&junit).unwrap();
     let doc = roxmltree::Document::parse(&xml).unwrap();
-    assert_eq!(doc.root_element().attribute("tests"), Some("16"));
+    assert_eq!(doc.root_element().attribute("tests"), Some("20"));
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(v["summary"]["passed"], 16);
+    assert_eq!(v["summary"]["passed"], 20);
 }
 
 #[test]
@@ -154,16 +154,18 @@ fn engine_errors_exit_1_and_skips_alone_exit_3() {
 
 #[test]
 fn usage_errors_exit_2() {
-    // (Without --engine a real engine is chosen: see the registry's tests.)
+    // an unknown engine is named with the known ones
     let o = harness()
-        .args(["run", "--engine", "bochs"])
+        .args(["run", "--engine", "nonesuch"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    let text = out(&o);
     assert!(
-        text.contains("no engine is called `bochs`; known engines: vmm-guest, qemu, qemu-tcg"),
-        "{text}"
+        out(&o).contains(
+            "no engine is called `nonesuch`; known engines: vmm-guest, vmm-kernel-only, qemu"
+        ),
+        "{}",
+        out(&o)
     );
 
     let o = harness()
@@ -171,7 +173,7 @@ fn usage_errors_exit_2() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert!(out(&o).contains("no scenario matches --filter nothing-like-this (there are 16)"));
+    assert!(out(&o).contains("no scenario matches --filter nothing-like-this (there are 20)"));
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
@@ -218,11 +220,11 @@ fn listed(args: &[&str]) -> Vec<String> {
 #[test]
 fn list_filters_and_shards_deterministically() {
     let all = listed(&[]);
-    assert_eq!(all.len(), 16);
+    assert_eq!(all.len(), 20);
     let mut sorted = all.clone();
     sorted.sort();
     assert_eq!(all, sorted);
-    assert_eq!(listed(&["--filter", "prefix"]).len(), 5);
+    assert_eq!(listed(&["--filter", "prefix"]).len(), 6);
     assert_eq!(
         listed(&["--filter", "operstate/*/no-status", "--filter", "reload"]),
         [
@@ -233,6 +235,8 @@ fn list_filters_and_shards_deterministically() {
             "operstate/test-stock/no-status",
             "reload/6.1-prefix/no-status",
             "reload/6.1-stock/no-status",
+            "reload/test-prefix/no-status",
+            "reload/test-stock/no-status",
         ]
     );
     let mut union = Vec::new();
@@ -243,7 +247,7 @@ fn list_filters_and_shards_deterministically() {
             listed(&["--shard", &format!("{i}/3")]),
             "same shard twice"
         );
-        assert!(part.len() == 5 || part.len() == 6);
+        assert!(part.len() == 6 || part.len() == 7);
         union.extend(part);
     }
     union.sort();
@@ -259,6 +263,7 @@ fn list_filters_and_shards_deterministically() {
     };
     assert!(has_engine("fake", "TEST DOUBLE"), "{stdout}");
     assert!(has_engine("qemu", "virtio-net-pci"), "{stdout}");
+    assert!(has_engine("vmm-kernel-only", "test kernel"), "{stdout}");
 }
 
 #[test]
@@ -297,7 +302,7 @@ fn diff_compares_two_engines() {
             "--engines",
             "fake,fake",
             "--filter",
-            "features/",
+            "features/6.1",
             "--json",
         ])
         .arg(&json)
@@ -314,7 +319,7 @@ fn diff_compares_two_engines() {
 
     // Everything skipped on one side: nothing compared.
     let o = harness()
-        .args(["diff", "--engines", "fake,fake", "--filter", "features/"])
+        .args(["diff", "--engines", "fake,fake", "--filter", "features/6.1"])
         .env("VNETLAB_FAKE_FAULTS", "*=unsupported")
         .output()
         .unwrap();

@@ -82,7 +82,8 @@ struct Cli {
     /// features=SPEC (e.g. -status, or +status,-mrg_rxbuf; `vmm features`
     /// lists the names), mac=52:54:00:12:34:56, mtu=N, queue-pairs=N,
     /// queue-size=N, link=up|down, id=NAME, allow-invalid (offer feature
-    /// sets the virtio spec forbids). Without mac=, device N gets
+    /// sets the virtio spec forbids), offer-unimplemented (also offer bits
+    /// this device does not implement and will not honour). Without mac=, device N gets
     /// 52:54:00:12:34:56 plus N. PCI devices go to 00:03.0, 00:04.0, ...;
     /// virtio-mmio devices to 0xd0000000, 0xd0001000, ... with the matching
     /// virtio_mmio.device= added to the command line.

@@ -48,7 +48,7 @@ impl StopRequest {
 
     /// Records `why` (the first request wins) and wakes the event loop.
     pub fn request(&self, why: StopReason) {
-        let mut reason = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reason = crate::sync::lock(&self.reason);
         if reason.is_none() {
             *reason = Some(why);
         }
@@ -71,6 +71,6 @@ impl StopRequest {
 
     /// The first stop requested, if any.
     pub fn reason(&self) -> Option<StopReason> {
-        *self.reason.lock().unwrap_or_else(|e| e.into_inner())
+        *crate::sync::lock(&self.reason)
     }
 }

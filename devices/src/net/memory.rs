@@ -3,9 +3,10 @@
 //! frames for the guest and collects what the guest sent; or a loopback
 //! where every frame the guest sends comes back to it.
 //!
-//! An eventfd wakes the device's event loop when frames are injected. Full
-//! queues drop (and count) new frames, so a peer that never collects cannot
-//! exhaust host memory.
+//! An eventfd wakes the device's event loop when frames are injected. Each
+//! queue is bounded both in frames and in bytes ([`Limits`]); a full queue
+//! drops (and counts) new frames, so a peer that never collects, or a guest
+//! that loops back 64 KiB frames, cannot exhaust host memory.
 
 use std::collections::VecDeque;
 use std::os::unix::io::{AsRawFd, RawFd};
@@ -17,6 +18,34 @@ use super::{Backend, BackendStatus, GuestOffloads, NetHdr, Result, SendOutcome, 
 
 /// Frames each queue holds before it drops new ones.
 pub const DEFAULT_CAPACITY: usize = 4096;
+/// Frame bytes each queue holds before it drops new ones: 4096 frames of
+/// up to 64 KiB would otherwise be about 268 MB per direction.
+pub const DEFAULT_BYTE_CAPACITY: usize = 4 << 20;
+
+/// How much each of the two queues may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Frames.
+    pub frames: usize,
+    /// Bytes of frame data.
+    pub bytes: usize,
+}
+
+impl Limits {
+    /// `frames` frames, and at most [`DEFAULT_BYTE_CAPACITY`] bytes.
+    pub fn frames(frames: usize) -> Self {
+        Self {
+            frames,
+            bytes: DEFAULT_BYTE_CAPACITY,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::frames(DEFAULT_CAPACITY)
+    }
+}
 
 /// A frame with its offload metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,11 +56,53 @@ pub struct Frame {
     pub data: Vec<u8>,
 }
 
+/// A bounded queue of frames.
+#[derive(Debug, Default)]
+struct FrameQueue {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+}
+
+impl FrameQueue {
+    /// Appends a copy of the frame if it fits in `limits`; false if it
+    /// does not (nothing is copied then).
+    fn push(&mut self, hdr: NetHdr, data: &[u8], limits: Limits) -> bool {
+        if self.frames.len() >= limits.frames || self.bytes + data.len() > limits.bytes {
+            return false;
+        }
+        self.bytes += data.len();
+        self.frames.push_back(Frame {
+            hdr,
+            data: data.to_vec(),
+        });
+        true
+    }
+
+    fn pop(&mut self) -> Option<Frame> {
+        let f = self.frames.pop_front()?;
+        self.bytes -= f.data.len();
+        Some(f)
+    }
+
+    fn take(&mut self) -> VecDeque<Frame> {
+        self.bytes = 0;
+        std::mem::take(&mut self.frames)
+    }
+
+    fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+}
+
 #[derive(Debug, Default)]
 struct Queues {
-    to_guest: VecDeque<Frame>,
-    from_guest: VecDeque<Frame>,
-    capacity: usize,
+    to_guest: FrameQueue,
+    from_guest: FrameQueue,
+    limits: Limits,
     dropped: u64,
     offloads: GuestOffloads,
     loopback: bool,
@@ -44,10 +115,13 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(capacity: usize, loopback: bool) -> std::io::Result<Arc<Self>> {
+    fn new(limits: Limits, loopback: bool) -> std::io::Result<Arc<Self>> {
         Ok(Arc::new(Self {
             queues: Mutex::new(Queues {
-                capacity: capacity.max(1),
+                limits: Limits {
+                    frames: limits.frames.max(1),
+                    bytes: limits.bytes.max(MAX_FRAME_LEN),
+                },
                 loopback,
                 ..Queues::default()
             }),
@@ -56,18 +130,17 @@ impl Shared {
     }
 
     fn lock(&self) -> MutexGuard<'_, Queues> {
-        // The queues stay consistent even if a holder panicked.
-        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.queues)
     }
 
     /// Queues a frame for the guest; false if the queue is full.
-    fn push_to_guest(&self, q: &mut Queues, frame: Frame) -> bool {
-        if q.to_guest.len() >= q.capacity {
+    fn push_to_guest(&self, q: &mut Queues, hdr: NetHdr, data: &[u8]) -> bool {
+        let was_empty = q.to_guest.is_empty();
+        let limits = q.limits;
+        if !q.to_guest.push(hdr, data, limits) {
             q.dropped += 1;
             return false;
         }
-        let was_empty = q.to_guest.is_empty();
-        q.to_guest.push_back(frame);
         if was_empty {
             if let Err(e) = self.rx_evt.write(1) {
                 log::warn!("memory backend: cannot wake the device: {e}");
@@ -90,9 +163,16 @@ pub struct MemoryPeer {
 }
 
 impl MemoryBackend {
-    /// A backend and its peer, each queue holding `capacity` frames.
+    /// A backend and its peer, each queue holding `capacity` frames (and
+    /// at most [`DEFAULT_BYTE_CAPACITY`] bytes).
     pub fn pair(capacity: usize) -> std::io::Result<(Self, MemoryPeer)> {
-        let shared = Shared::new(capacity, false)?;
+        Self::pair_with_limits(Limits::frames(capacity))
+    }
+
+    /// A backend and its peer, each queue bounded by `limits` (a byte
+    /// limit below [`MAX_FRAME_LEN`] is raised to it).
+    pub fn pair_with_limits(limits: Limits) -> std::io::Result<(Self, MemoryPeer)> {
+        let shared = Shared::new(limits, false)?;
         Ok((
             Self {
                 shared: shared.clone(),
@@ -101,10 +181,16 @@ impl MemoryBackend {
         ))
     }
 
-    /// A loopback: the guest receives every frame it sends.
+    /// A loopback: the guest receives every frame it sends, up to
+    /// `capacity` frames (and [`DEFAULT_BYTE_CAPACITY`] bytes) queued.
     pub fn loopback(capacity: usize) -> std::io::Result<Self> {
+        Self::loopback_with_limits(Limits::frames(capacity))
+    }
+
+    /// A loopback whose queue toward the guest is bounded by `limits`.
+    pub fn loopback_with_limits(limits: Limits) -> std::io::Result<Self> {
         Ok(Self {
-            shared: Shared::new(capacity, true)?,
+            shared: Shared::new(limits, true)?,
         })
     }
 }
@@ -120,29 +206,25 @@ impl Backend for MemoryBackend {
 
     fn send(&mut self, hdr: &NetHdr, frame: &[u8]) -> Result<SendOutcome> {
         let mut q = self.shared.lock();
-        let f = Frame {
-            hdr: *hdr,
-            data: frame.to_vec(),
-        };
         if q.loopback {
-            let ok = self.shared.push_to_guest(&mut q, f);
+            let ok = self.shared.push_to_guest(&mut q, *hdr, frame);
             return Ok(if ok {
                 SendOutcome::Sent
             } else {
                 SendOutcome::Dropped
             });
         }
-        if q.from_guest.len() >= q.capacity {
+        let limits = q.limits;
+        if !q.from_guest.push(*hdr, frame, limits) {
             q.dropped += 1;
             return Ok(SendOutcome::Dropped);
         }
-        q.from_guest.push_back(f);
         Ok(SendOutcome::Sent)
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<Option<(NetHdr, usize)>> {
         let mut q = self.shared.lock();
-        while let Some(frame) = q.to_guest.pop_front() {
+        while let Some(frame) = q.to_guest.pop() {
             let len = frame.data.len();
             match buf.get_mut(..len) {
                 Some(dst) => {
@@ -199,26 +281,17 @@ impl MemoryPeer {
             q.dropped += 1;
             return false;
         }
-        self.shared.push_to_guest(
-            &mut q,
-            Frame {
-                hdr,
-                data: frame.to_vec(),
-            },
-        )
+        self.shared.push_to_guest(&mut q, hdr, frame)
     }
 
     /// Takes every frame the guest sent so far, oldest first.
     pub fn take_sent(&self) -> Vec<Frame> {
-        self.shared.lock().from_guest.drain(..).collect()
+        self.shared.lock().from_guest.take().into()
     }
 
     /// Discards the frames the guest sent; returns how many there were.
     pub fn discard_sent(&self) -> usize {
-        let mut q = self.shared.lock();
-        let n = q.from_guest.len();
-        q.from_guest.clear();
-        n
+        self.shared.lock().from_guest.take().len()
     }
 
     /// Frames injected and not yet received by the guest.
@@ -226,7 +299,13 @@ impl MemoryPeer {
         self.shared.lock().to_guest.len()
     }
 
-    /// Frames dropped because a queue was full or a frame too long.
+    /// Bytes of the frames injected and not yet received by the guest.
+    pub fn queued_to_guest_bytes(&self) -> usize {
+        self.shared.lock().to_guest.bytes
+    }
+
+    /// Frames dropped because a queue was full (in frames or bytes) or a
+    /// frame too long.
     pub fn dropped(&self) -> u64 {
         self.shared.lock().dropped
     }
@@ -269,6 +348,48 @@ mod tests {
         assert_eq!((h, &buf[..n]), (NetHdr::default(), &b"in1"[..]));
         assert_eq!(peer.queued_to_guest(), 1);
         assert_eq!(b.status().queued_to_guest, Some(1));
+    }
+
+    #[test]
+    fn queues_are_bounded_in_bytes_too() {
+        let limits = Limits {
+            frames: 100,
+            bytes: MAX_FRAME_LEN * 2,
+        };
+        let (mut b, peer) = MemoryBackend::pair_with_limits(limits).unwrap();
+        let big = vec![0u8; MAX_FRAME_LEN];
+        // Toward the guest: two full-size frames fit, the third is dropped
+        // although only 2 of 100 frame slots are used.
+        assert!(peer.inject(&big));
+        assert!(peer.inject(&big));
+        assert!(!peer.inject(&big));
+        assert!(!peer.inject(b"x"), "not a byte left");
+        assert_eq!(peer.queued_to_guest_bytes(), 2 * MAX_FRAME_LEN);
+        // Receiving frees the bytes.
+        let mut buf = vec![0u8; MAX_FRAME_LEN];
+        b.recv(&mut buf).unwrap().unwrap();
+        assert!(peer.inject(b"small"));
+        assert_eq!(peer.queued_to_guest_bytes(), MAX_FRAME_LEN + 5);
+        // From the guest, the same bound.
+        let hdr = NetHdr::default();
+        assert_eq!(b.send(&hdr, &big).unwrap(), SendOutcome::Sent);
+        assert_eq!(b.send(&hdr, &big).unwrap(), SendOutcome::Sent);
+        assert_eq!(b.send(&hdr, &big).unwrap(), SendOutcome::Dropped);
+        assert_eq!(peer.dropped(), 3);
+        assert_eq!(peer.take_sent().len(), 2);
+        assert_eq!(b.send(&hdr, &big).unwrap(), SendOutcome::Sent);
+
+        // The defaults: 4 MiB per direction, about 64 full-size frames.
+        let mut lo = MemoryBackend::loopback(DEFAULT_CAPACITY).unwrap();
+        let sent = (0..DEFAULT_CAPACITY)
+            .filter(|_| lo.send(&hdr, &big).unwrap() == SendOutcome::Sent)
+            .count();
+        assert_eq!(sent, DEFAULT_BYTE_CAPACITY / MAX_FRAME_LEN);
+        assert_eq!(
+            lo.status().dropped,
+            (DEFAULT_CAPACITY - sent) as u64,
+            "every frame beyond the bound is counted"
+        );
     }
 
     #[test]

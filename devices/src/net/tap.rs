@@ -6,7 +6,7 @@
 //! offloads the driver acked.
 
 use std::fs::{File, OpenOptions};
-use std::io::IoSlice;
+use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -190,58 +190,29 @@ impl Backend for Tap {
 
     fn send(&mut self, hdr: &NetHdr, frame: &[u8]) -> Result<SendOutcome> {
         let head = hdr.to_bytes(0);
-        let iov = [IoSlice::new(&head), IoSlice::new(frame)];
-        // SAFETY: writev reads the two buffers described by `iov`, which
-        // live until the call returns.
-        let n = unsafe {
-            libc::writev(
-                self.file.as_raw_fd(),
-                iov.as_ptr().cast::<libc::iovec>(),
-                iov.len() as libc::c_int,
-            )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
+        // One writev(2): the tun driver takes a frame per write.
+        match (&self.file).write_vectored(&[IoSlice::new(&head), IoSlice::new(frame)]) {
+            Ok(_) => Ok(SendOutcome::Sent),
             // A full queue (or an interface that is down) drops the frame,
             // as a full NIC queue would.
-            if would_block(&e) || e.raw_os_error() == Some(libc::EIO) {
+            Err(e) if would_block(&e) || e.raw_os_error() == Some(libc::EIO) => {
                 self.dropped += 1;
-                return Ok(SendOutcome::Dropped);
+                Ok(SendOutcome::Dropped)
             }
-            return Err(BackendError::Send(e));
+            Err(e) => Err(BackendError::Send(e)),
         }
-        Ok(SendOutcome::Sent)
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<Option<(NetHdr, usize)>> {
         let mut head = [0u8; HDR_LEN];
-        let iov = [
-            libc::iovec {
-                iov_base: head.as_mut_ptr().cast(),
-                iov_len: head.len(),
-            },
-            libc::iovec {
-                iov_base: buf.as_mut_ptr().cast(),
-                iov_len: buf.len(),
-            },
-        ];
-        // SAFETY: readv writes at most iov_len bytes into each buffer; both
-        // are exclusively borrowed for the duration of the call.
-        let n = unsafe {
-            libc::readv(
-                self.file.as_raw_fd(),
-                iov.as_ptr(),
-                iov.len() as libc::c_int,
-            )
+        // One readv(2): the tun driver hands over a frame per read.
+        let n = match (&self.file)
+            .read_vectored(&mut [IoSliceMut::new(&mut head), IoSliceMut::new(buf)])
+        {
+            Ok(n) => n,
+            Err(e) if would_block(&e) => return Ok(None),
+            Err(e) => return Err(BackendError::Recv(e)),
         };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if would_block(&e) {
-                return Ok(None);
-            }
-            return Err(BackendError::Recv(e));
-        }
-        let n = n as usize;
         if n < HDR_LEN {
             return Err(BackendError::BadFrame(format!(
                 "{n} bytes, shorter than the virtio-net header"

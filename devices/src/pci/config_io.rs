@@ -56,7 +56,7 @@ impl PciConfigIo {
     }
 
     fn root(&self) -> std::sync::MutexGuard<'_, PciRoot> {
-        self.root.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.root)
     }
 }
 

@@ -2,6 +2,7 @@
 //! BAR, the capability that points to them, and delivery of a vector's
 //! message through the VMM ([`MsiSender`], e.g. `KVM_SIGNAL_MSI`).
 
+use crate::ratelimit::{limited, RateLimiter};
 use std::sync::Arc;
 
 use super::regs::CAP_ID_MSIX;
@@ -98,6 +99,7 @@ pub struct Msix {
     enabled: bool,
     function_masked: bool,
     sender: Arc<dyn MsiSender>,
+    limiter: RateLimiter,
 }
 
 impl std::fmt::Debug for Msix {
@@ -116,6 +118,7 @@ impl Msix {
     pub fn new(label: String, num_vectors: u16, sender: Arc<dyn MsiSender>) -> Self {
         let n = usize::from(num_vectors.clamp(1, MSIX_MAX_VECTORS));
         Self {
+            limiter: RateLimiter::new(label.clone()),
             label,
             entries: vec![Entry::default(); n],
             pending: vec![false; n],
@@ -169,7 +172,10 @@ impl Msix {
     pub fn trigger(&mut self, v: u16) -> std::io::Result<()> {
         let i = usize::from(v);
         let Some(entry) = self.entries.get(i).copied() else {
-            log::warn!(
+            limited!(
+                self.limiter,
+                "interrupt_dropped",
+                log::Level::Warn,
                 "{}: interrupt on MSI-X vector {v}, but the table has {} entries; dropped",
                 self.label,
                 self.entries.len()
@@ -177,7 +183,10 @@ impl Msix {
             return Ok(());
         };
         if !self.enabled {
-            log::warn!(
+            limited!(
+                self.limiter,
+                "interrupt_dropped",
+                log::Level::Warn,
                 "{}: interrupt on MSI-X vector {v} while MSI-X is disabled; dropped",
                 self.label
             );
@@ -209,7 +218,13 @@ impl Msix {
                 self.pending[i] = false;
                 // The index fits: the table has at most 2048 entries.
                 if let Err(e) = self.send(i as u16, &self.entries[i]) {
-                    log::error!("{}: cannot send MSI-X vector {i}: {e}", self.label);
+                    limited!(
+                        self.limiter,
+                        "msi_send_failed",
+                        log::Level::Error,
+                        "{}: cannot send MSI-X vector {i}: {e}",
+                        self.label
+                    );
                 }
             }
         }
@@ -221,7 +236,10 @@ impl Msix {
         let aligned = matches!(len, 4 | 8) && offset % len as u64 == 0;
         let entry = usize::try_from(offset / MSIX_TABLE_ENTRY_SIZE).ok()?;
         if !aligned || entry >= self.entries.len() {
-            log::warn!(
+            limited!(
+                self.limiter,
+                "bad_access",
+                log::Level::Warn,
                 "{}: {len}-byte MSI-X table access at {offset:#x} ignored (aligned dwords or qwords inside {} entries only)",
                 self.label,
                 self.entries.len()

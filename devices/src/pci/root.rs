@@ -4,6 +4,7 @@
 
 use super::config::CONFIG_SPACE_SIZE;
 use super::{BarRange, HostBridge, PciDevice};
+use crate::ratelimit::{limited, RateLimiter};
 
 /// The slot of the host bridge.
 pub const HOST_BRIDGE_SLOT: u8 = 0;
@@ -73,6 +74,8 @@ pub struct PciRoot {
     // What each slot decodes now, to route MMIO accesses.
     decoded: Vec<(u8, BarRange)>,
     observer: Option<Box<dyn BarObserver>>,
+    // The guest moves BARs as often as it likes.
+    limiter: RateLimiter,
 }
 
 impl std::fmt::Debug for PciRoot {
@@ -110,6 +113,7 @@ impl PciRoot {
             window_size,
             decoded: Vec::new(),
             observer: None,
+            limiter: RateLimiter::new("PCI"),
         })
     }
 
@@ -221,7 +225,10 @@ impl PciRoot {
             let new = now.iter().find(|r| r.index == index);
             if let Some(r) = new {
                 if !self.in_window(r) {
-                    log::warn!(
+                    limited!(
+                        self.limiter,
+                        "bar_outside_window",
+                        log::Level::Warn,
                         "PCI 00:{slot:02x}.0: BAR {index} now at {:#x}+{:#x}, outside the PCI MMIO window {:#x}+{:#x}; the device will not see those accesses",
                         r.addr,
                         r.size,
@@ -232,7 +239,12 @@ impl PciRoot {
             }
             let new = new.map(|r| r.addr);
             if old != new {
-                log::info!("PCI 00:{slot:02x}.0: BAR {index} decodes at {new:#x?} (was {old:#x?})");
+                limited!(
+                    self.limiter,
+                    "bar_moved",
+                    log::Level::Info,
+                    "PCI 00:{slot:02x}.0: BAR {index} decodes at {new:#x?} (was {old:#x?})"
+                );
                 if let Some(o) = &self.observer {
                     o.bar_moved(slot, index, old, new);
                 }

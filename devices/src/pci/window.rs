@@ -29,7 +29,7 @@ impl PciMmioWindow {
 impl BusDevice for PciMmioWindow {
     fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
         let addr = base.wrapping_add(offset);
-        let mut root = self.root.lock().unwrap_or_else(|e| e.into_inner());
+        let mut root = crate::sync::lock(&self.root);
         if !root.mmio_read(addr, data) {
             log::debug!("PCI MMIO read at {addr:#x}: no BAR decodes it; all-ones");
         }
@@ -37,7 +37,7 @@ impl BusDevice for PciMmioWindow {
 
     fn write(&mut self, base: u64, offset: u64, data: &[u8]) {
         let addr = base.wrapping_add(offset);
-        let mut root = self.root.lock().unwrap_or_else(|e| e.into_inner());
+        let mut root = crate::sync::lock(&self.root);
         if !root.mmio_write(addr, data) {
             log::debug!("PCI MMIO write at {addr:#x}: no BAR decodes it; dropped");
         }

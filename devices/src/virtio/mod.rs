@@ -89,6 +89,12 @@ pub trait VirtioDevice: Send {
     /// subset of `offered_features()`, checked by the transport.
     fn set_acked_features(&mut self, acked: u64);
 
+    /// The transport refused FEATURES_OK because the driver acked `acked`,
+    /// which has bits the device did not offer; the driver reads
+    /// FEATURES_OK back clear. Devices that keep an event log record it
+    /// here.
+    fn features_refused(&mut self, _acked: u64) {}
+
     /// Reads from the device-specific configuration space.
     fn read_config(&self, offset: u64, data: &mut [u8]);
 

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod fake;
 pub mod guest;
+pub mod kernel_only;
 pub mod model;
 pub mod qemu;
 mod registry;
@@ -39,6 +40,13 @@ pub trait Engine: Send + Sync + 'static {
     /// `ctx.deadline` or when `ctx` is cancelled, and should feed the
     /// guest's console into `ctx.serial` as it arrives.
     fn run(&self, scenario: &Scenario, ctx: &RunContext) -> Result<Observation, EngineError>;
+
+    /// Gets ready for `scenarios` (the ones it supports) before any
+    /// scenario's deadline starts: builds or fetches guest images, which can
+    /// take minutes the first time. An error fails every one of them.
+    fn prepare(&self, _scenarios: &[&Scenario]) -> Result<(), EngineError> {
+        Ok(())
+    }
 }
 
 /// A flag the runner sets to tell an engine to stop; clones share it.

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::fake::{FakeEngine, FAULTS_ENV};
+use super::kernel_only::KernelOnlyEngine;
 use super::qemu::{Accel, QemuEngine};
 use super::vmm_guest::VmmGuestEngine;
 use super::Engine;
@@ -30,6 +31,11 @@ pub struct EngineInfo {
 #[derive(Debug, Clone)]
 pub struct Registry {
     engines: Vec<EngineInfo>,
+}
+
+fn make_kernel_only() -> Result<Arc<dyn Engine>, String> {
+    let cache = guest_images::Cache::open_default(None).map_err(|e| e.to_string())?;
+    Ok(Arc::new(KernelOnlyEngine::new(cache)?))
 }
 
 fn make_fake() -> Result<Arc<dyn Engine>, String> {
@@ -65,6 +71,14 @@ impl Registry {
                               its agent; needs hardware-backed KVM",
                     test_double: false,
                     make: make_vmm_guest,
+                },
+                EngineInfo {
+                    name: "vmm-kernel-only",
+                    summary: "the lab's VMM and virtio-net device with the lab's test kernel, \
+                              whose built-in probe runs the steps (no guest user space needed: \
+                              runs on emulated KVM too)",
+                    test_double: false,
+                    make: make_kernel_only,
                 },
                 EngineInfo {
                     name: "qemu",
@@ -136,8 +150,8 @@ impl Registry {
         }
         if reasons.is_empty() {
             Err(format!(
-                "no real engine is registered; choose one with --engine or {ENGINE_ENV} (known: \
-                 {}); `fake` is a test double that runs no guest",
+                "no real engine exists in this harness; choose one with --engine or \
+                 {ENGINE_ENV} (known: {}); `fake` is a test double that runs no guest",
                 names()
             ))
         } else {
@@ -155,19 +169,28 @@ mod tests {
         let r = Registry::builtin();
         let fake = r.create(Some("fake")).unwrap();
         assert!(fake.name().contains("test double"));
-        let e = r.create(Some("bochs")).err().unwrap();
+        let e = r.create(Some("nonesuch")).err().unwrap();
         assert!(
-            e.contains("known engines: vmm-guest, qemu, qemu-tcg, qemu-kvm"),
+            e.contains("known engines: vmm-guest, vmm-kernel-only, qemu, qemu-tcg, qemu-kvm, fake"),
             "{e}"
         );
-        let only_fake = Registry::new(
-            r.engines()
-                .iter()
-                .filter(|e| e.test_double)
-                .cloned()
-                .collect(),
-        );
-        let e = only_fake.create(None).err().unwrap();
+        // Whatever this host can run, the automatic choice is never the
+        // test double.
+        match r.create(None) {
+            Ok(engine) => assert!(!engine.name().contains("test double")),
+            Err(e) => assert!(e.contains("no engine can run here"), "{e}"),
+        }
+    }
+
+    #[test]
+    fn without_a_real_engine_the_choice_says_so() {
+        let r = Registry::new(vec![EngineInfo {
+            name: "fake",
+            summary: "",
+            test_double: true,
+            make: || Ok(Arc::new(FakeEngine::new())),
+        }]);
+        let e = r.create(None).err().unwrap();
         assert!(e.contains("no real engine"), "{e}");
     }
 

@@ -15,9 +15,12 @@ use virtio_bindings::virtio_mmio::*;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::transport::{QueueNotifier, RingArea, StatusWrite, TransportError, TransportState};
+use super::transport::{
+    AddrPart, QueueNotifier, RingArea, StatusWrite, TransportError, TransportState,
+};
 use super::{VirtioDevice, VirtioInterrupt};
 use crate::bus::BusDevice;
+use crate::ratelimit::limited;
 
 /// "virt" in little endian, the value of the MagicValue register.
 pub const MMIO_MAGIC: u32 = 0x7472_6976;
@@ -171,7 +174,10 @@ impl MmioTransport {
             | VIRTIO_MMIO_SHM_BASE_HIGH => u32::MAX,
             VIRTIO_MMIO_CONFIG_GENERATION => state.config_generation(),
             _ => {
-                log::warn!(
+                limited!(
+                    state.limiter(),
+                    "bad_register",
+                    log::Level::Warn,
                     "{}: read of unknown or write-only register {offset:#x}; returning 0",
                     state.label()
                 );
@@ -181,8 +187,8 @@ impl MmioTransport {
     }
 
     fn write_register(&mut self, offset: u32, v: u32) {
-        const LO: u64 = 0xffff_ffff;
-        const HI: u64 = 0xffff_ffff_0000_0000;
+        use AddrPart::{High, Low};
+        use RingArea::{Avail, Desc, Used};
         let state = &mut self.state;
         match offset {
             VIRTIO_MMIO_DEVICE_FEATURES_SEL => state.set_device_features_select(v),
@@ -196,36 +202,41 @@ impl MmioTransport {
             VIRTIO_MMIO_QUEUE_NOTIFY => state.notify(v & 0xffff),
             VIRTIO_MMIO_INTERRUPT_ACK => self.interrupt.ack(v),
             VIRTIO_MMIO_STATUS => self.write_status(v),
-            VIRTIO_MMIO_QUEUE_DESC_LOW => state.write_queue_addr(RingArea::Desc, v.into(), LO),
-            VIRTIO_MMIO_QUEUE_DESC_HIGH => {
-                state.write_queue_addr(RingArea::Desc, u64::from(v) << 32, HI)
-            }
-            VIRTIO_MMIO_QUEUE_AVAIL_LOW => state.write_queue_addr(RingArea::Avail, v.into(), LO),
-            VIRTIO_MMIO_QUEUE_AVAIL_HIGH => {
-                state.write_queue_addr(RingArea::Avail, u64::from(v) << 32, HI)
-            }
-            VIRTIO_MMIO_QUEUE_USED_LOW => state.write_queue_addr(RingArea::Used, v.into(), LO),
-            VIRTIO_MMIO_QUEUE_USED_HIGH => {
-                state.write_queue_addr(RingArea::Used, u64::from(v) << 32, HI)
-            }
+            VIRTIO_MMIO_QUEUE_DESC_LOW => state.write_queue_addr(Desc, Low, v.into()),
+            VIRTIO_MMIO_QUEUE_DESC_HIGH => state.write_queue_addr(Desc, High, v.into()),
+            VIRTIO_MMIO_QUEUE_AVAIL_LOW => state.write_queue_addr(Avail, Low, v.into()),
+            VIRTIO_MMIO_QUEUE_AVAIL_HIGH => state.write_queue_addr(Avail, High, v.into()),
+            VIRTIO_MMIO_QUEUE_USED_LOW => state.write_queue_addr(Used, Low, v.into()),
+            VIRTIO_MMIO_QUEUE_USED_HIGH => state.write_queue_addr(Used, High, v.into()),
             // No shared memory regions to select.
             VIRTIO_MMIO_SHM_SEL => {}
             VIRTIO_MMIO_GUEST_PAGE_SIZE | VIRTIO_MMIO_QUEUE_ALIGN | VIRTIO_MMIO_QUEUE_PFN => {
-                log::warn!(
+                limited!(
+                    state.limiter(),
+                    "bad_register",
+                    log::Level::Warn,
                     "{}: write of legacy (version 1) register {offset:#x} on a version 2 device; ignored",
                     state.label()
                 )
             }
-            _ => log::warn!(
-                "{}: write of unknown or read-only register {offset:#x} (value {v:#x}); ignored",
-                state.label()
-            ),
+            _ => {
+                limited!(
+                    state.limiter(),
+                    "bad_register",
+                    log::Level::Warn,
+                    "{}: write of unknown or read-only register {offset:#x} (value {v:#x}); ignored",
+                    state.label()
+                )
+            }
         }
     }
 
     fn write_status(&mut self, v: u32) {
         let Ok(v) = u8::try_from(v) else {
-            log::warn!(
+            limited!(
+                self.state.limiter(),
+                "bad_register",
+                log::Level::Warn,
                 "{}: status {v:#x} does not fit the 8-bit device status; ignored",
                 self.state.label()
             );
@@ -247,7 +258,10 @@ impl BusDevice for MmioTransport {
         data.fill(0);
         // The registers are 32 bits wide and must be accessed as such.
         if data.len() != 4 || offset % 4 != 0 {
-            log::warn!(
+            limited!(
+                self.state.limiter(),
+                "bad_access",
+                log::Level::Warn,
                 "{}: {}-byte read at register offset {offset:#x}; registers are read as aligned 32-bit words",
                 self.state.label(),
                 data.len()
@@ -266,7 +280,10 @@ impl BusDevice for MmioTransport {
             return;
         }
         let Ok(bytes) = <[u8; 4]>::try_from(data) else {
-            log::warn!(
+            limited!(
+                self.state.limiter(),
+                "bad_access",
+                log::Level::Warn,
                 "{}: {}-byte write at register offset {offset:#x}; ignored (registers are written as aligned 32-bit words)",
                 self.state.label(),
                 data.len()
@@ -274,7 +291,10 @@ impl BusDevice for MmioTransport {
             return;
         };
         if offset % 4 != 0 {
-            log::warn!(
+            limited!(
+                self.state.limiter(),
+                "bad_access",
+                log::Level::Warn,
                 "{}: unaligned write at register offset {offset:#x}; ignored",
                 self.state.label()
             );

@@ -173,6 +173,11 @@ fn features_ok_refused_for_unoffered_bit() {
         u32::from(ACKNOWLEDGE | DRIVER)
     );
     assert_eq!(dummy.lock().unwrap().acked, None);
+    assert_eq!(
+        dummy.lock().unwrap().refused,
+        vec![(1 << VIRTIO_F_VERSION_1) | (1 << 6)],
+        "the device is told"
+    );
     // DRIVER_OK cannot follow.
     set_status(&mut t, ALL_OK);
     assert_eq!(
@@ -188,6 +193,8 @@ fn features_ok_refused_for_unoffered_bit() {
         u32::from(ACKNOWLEDGE | DRIVER | FEATURES_OK)
     );
     assert_eq!(dummy.lock().unwrap().acked, Some(1 << VIRTIO_F_VERSION_1));
+    // Refused twice: the ALL_OK write asked for FEATURES_OK again.
+    assert_eq!(dummy.lock().unwrap().refused.len(), 2);
 }
 
 #[test]
@@ -346,6 +353,24 @@ fn rings_outside_memory_fail_activation() {
 }
 
 #[test]
+fn available_ring_at_zero_fails_activation_with_needs_reset() {
+    let (mut t, dummy) = setup(&[16]);
+    negotiate(&mut t, 1 << VIRTIO_F_VERSION_1);
+    setup_queue(&mut t, 0, 16);
+    w(&mut t, VIRTIO_MMIO_QUEUE_AVAIL_LOW, 0);
+    set_status(&mut t, ALL_OK);
+    assert_eq!(
+        r(&mut t, VIRTIO_MMIO_STATUS),
+        u32::from(ALL_OK | NEEDS_RESET)
+    );
+    assert_eq!(
+        r(&mut t, VIRTIO_MMIO_INTERRUPT_STATUS),
+        VIRTIO_MMIO_INT_CONFIG
+    );
+    assert!(dummy.lock().unwrap().activations.is_empty());
+}
+
+#[test]
 fn activation_failure_sets_needs_reset() {
     let (mut t, dummy) = setup(&[16]);
     dummy.lock().unwrap().fail_activation = true;
@@ -469,6 +494,23 @@ fn invalid_device_is_rejected_at_creation() {
             size: 100
         }))
     ));
+}
+
+#[test]
+fn bad_accesses_are_logged_within_a_rate() {
+    let (mut t, _) = setup(&[16]);
+    for _ in 0..1000 {
+        w(&mut t, 0x0fc, 1); // no such register
+        t.write(BASE, 1, &[0; 2]); // a 2-byte register write
+        set_status(&mut t, DRIVER); // DRIVER without ACKNOWLEDGE
+    }
+    // Three kinds, each a burst of ten then one a second (the loop takes
+    // well under a second); everything else is counted, not logged.
+    let suppressed = t.state().limiter().suppressed();
+    assert!(
+        (2900..=3000 - 30).contains(&suppressed),
+        "{suppressed} suppressed"
+    );
 }
 
 #[test]

@@ -117,6 +117,17 @@ pub enum GuestFault {
         /// Bytes available.
         have: u64,
     },
+    /// With MRG_RXBUF, a received frame larger than all the buffers a
+    /// full ring can offer at once: it could never be delivered.
+    #[error("a {need}-byte received frame does not fit the {chains} receive buffers of the whole ring ({have} bytes); frame dropped, buffers left available")]
+    RxFrameExceedsRing {
+        /// Bytes needed (header and frame).
+        need: usize,
+        /// Bytes in every buffer of the ring together.
+        have: u64,
+        /// Chains in the ring (its size).
+        chains: u16,
+    },
     /// A receive chain with device-readable buffers.
     #[error("receive chain has device-readable descriptors")]
     RxReadable,

@@ -16,13 +16,18 @@
 //! | `queue-pairs` | 1 to 32768; more than one also offers MQ | 1 |
 //! | `queue-size` | a power of two, 1 to 32768 | 256 |
 //! | `link` | `up` or `down`: the link state at start | `up` |
-//! | `allow-invalid` | a bare flag (or `=on`/`=off`): skip the feature rules | off |
+//! | `allow-invalid` | a bare flag (or `=on`/`=off`): accept what the spec forbids (feature dependency rules, an MTU below 68, a multicast MAC, more queue pairs than `mq` allows) | off |
+//! | `offer-unimplemented` | a bare flag (or `=on`/`=off`): offer feature bits this device does not implement; **the device will not honour them** (a driver that acks `ring_packed` still gets split rings) | off |
 //!
 //! The `features` value may itself contain commas: every comma-separated
 //! item without `=` that follows `features=` belongs to it, so
 //! `features=+status,-mrg_rxbuf,mac=52:54:00:00:00:01` works, as do
 //! `features=-status+mrg_rxbuf` and `features=-status;-mrg_rxbuf`.
 //! `_` and `-` are interchangeable in key names.
+//!
+//! `allow-invalid` and `offer-unimplemented` are separate on purpose: the
+//! first makes a device that breaks the spec's rules (to test a driver
+//! against it), the second a device that lies about what it does.
 
 use std::fmt;
 use std::str::FromStr;
@@ -48,7 +53,7 @@ pub const MAX_QUEUE_PAIRS: u16 = 0x8000;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// A key this parser does not know.
-    #[error("unknown --net key `{0}`; valid keys are id, transport, backend, features, mac, mtu, queue-pairs, queue-size, link, allow-invalid")]
+    #[error("unknown --net key `{0}`; valid keys are id, transport, backend, features, mac, mtu, queue-pairs, queue-size, link, allow-invalid, offer-unimplemented")]
     UnknownKey(String),
     /// A key given twice.
     #[error("--net key `{0}` is given twice")]
@@ -177,6 +182,9 @@ pub struct NetConfig {
     pub mtu: Option<u16>,
     /// Accept feature sets and values the spec forbids.
     pub allow_invalid: bool,
+    /// Offer feature bits the device does not implement (it will not
+    /// honour them).
+    pub offer_unimplemented: bool,
     /// Receive/transmit queue pairs.
     pub queue_pairs: u16,
     /// The maximum size of every queue.
@@ -195,6 +203,7 @@ impl Default for NetConfig {
             mac: MacAddr([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]),
             mtu: None,
             allow_invalid: false,
+            offer_unimplemented: false,
             queue_pairs: 1,
             queue_size: DEFAULT_QUEUE_SIZE,
             link_up: true,
@@ -234,6 +243,9 @@ impl NetConfig {
                 let flag = item.to_ascii_lowercase().replace('_', "-");
                 if flag == "allow-invalid" {
                     cfg.allow_invalid = true;
+                    in_features = false;
+                } else if flag == "offer-unimplemented" {
+                    cfg.offer_unimplemented = true;
                     in_features = false;
                 } else if let (true, Some(spec)) = (in_features, spec.as_mut()) {
                     spec.push(',');
@@ -277,6 +289,9 @@ impl NetConfig {
                     }
                 }
                 "allow-invalid" => cfg.allow_invalid = parse_flag("allow-invalid", value)?,
+                "offer-unimplemented" => {
+                    cfg.offer_unimplemented = parse_flag("offer-unimplemented", value)?
+                }
                 _ => return Err(ConfigError::UnknownKey(key)),
             }
         }
@@ -299,7 +314,8 @@ impl NetConfig {
     }
 
     /// Checks the description: sizes that cannot work are always refused;
-    /// what the spec forbids is refused unless `allow_invalid` is set.
+    /// bits the device does not implement unless `offer_unimplemented` is
+    /// set; what the spec forbids unless `allow_invalid` is set.
     pub fn validate(&self) -> Result<()> {
         if !self.queue_size.is_power_of_two() || self.queue_size > MAX_QUEUE_SIZE {
             return Err(ConfigError::Impossible(format!(
@@ -313,10 +329,13 @@ impl NetConfig {
                 self.queue_pairs
             )));
         }
+        if !self.offer_unimplemented {
+            features::check_implemented(self.features)?;
+        }
         if self.allow_invalid {
             return Ok(());
         }
-        features::check(self.features)?;
+        features::check_rules(self.features)?;
         if let (true, Some(mtu)) = (has(self.features, VIRTIO_NET_F_MTU), self.mtu) {
             if mtu < MIN_MTU {
                 return Err(ConfigError::Invalid(format!(
@@ -440,6 +459,35 @@ mod tests {
             .contains("needs the mq feature"));
         let cfg = NetConfig::parse("features=+mtu").unwrap();
         assert_eq!(cfg.mtu, Some(DEFAULT_MTU));
+    }
+
+    #[test]
+    fn unimplemented_bits_need_their_own_flag() {
+        // allow-invalid lifts the spec's rules, not the device's limits.
+        for spec in [
+            "features=+ring_packed",
+            "features=+hash_report,allow-invalid",
+            // A bit with no meaning in virtio-net. (bit63 is
+            // speed_duplex, which the device implements.)
+            "features=+bit40,allow-invalid",
+        ] {
+            let err = NetConfig::parse(spec).unwrap_err().to_string();
+            assert!(
+                err.contains("not implemented") && err.contains("offer-unimplemented"),
+                "{spec}: {err}"
+            );
+        }
+        let cfg = NetConfig::parse("features=+ring_packed+hash_report+bit40,offer-unimplemented")
+            .unwrap();
+        assert!(cfg.offer_unimplemented && !cfg.allow_invalid);
+        assert!(has(cfg.features, 34) && has(cfg.features, 57) && has(cfg.features, 40));
+        NetConfig::parse("features=+ring_packed,offer_unimplemented=on").unwrap();
+        // ... and offer-unimplemented does not lift the rules.
+        let err = NetConfig::parse("features=-guest_csum,offer-unimplemented")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("allow-invalid"), "{err}");
+        NetConfig::parse("features=-guest_csum+rss,offer-unimplemented,allow-invalid").unwrap();
     }
 
     #[test]

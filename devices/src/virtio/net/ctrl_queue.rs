@@ -4,12 +4,12 @@
 //! always returned, so a driver spinning on the answer never hangs.
 
 use virtio_bindings::virtio_net::{VIRTIO_NET_ERR, VIRTIO_NET_OK};
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use super::chain::{self, ChainBuf, GuestFault, RingError};
 use super::ctrl::{self, CtrlContext, CtrlEffect, CtrlError};
-use super::pass::{self, Faults, Negotiated, Pass};
+use super::pass::{self, Faults, Negotiated, Pass, Step};
 use super::status::Counters;
 
 /// The longest command accepted (a MAC table of ~10000 addresses).
@@ -40,7 +40,8 @@ impl Default for CtrlScratch {
     }
 }
 
-/// Answers every command available on control queue `qidx`.
+/// Answers the commands available on control queue `qidx`, up to
+/// [`pass::BUDGET`] of them (see [`pass::drain`]).
 #[allow(clippy::too_many_arguments)]
 pub fn process_ctrl(
     q: &mut Queue,
@@ -53,57 +54,53 @@ pub fn process_ctrl(
     faults: &mut Faults,
     answered: &mut Vec<Answered>,
 ) -> Result<Pass, RingError> {
-    let mut out = Pass::default();
-    loop {
-        pass::disable_notification(q, mem, qidx)?;
-        while let Some(c) = chain::pop(q, mem, qidx)? {
-            chain::walk(c, mem, &mut s.chain)?;
-            let head = s.chain.head;
-            out.used += 1;
-            if s.chain.writable_len == 0 {
-                counters.guest_faults += 1;
-                faults.push(GuestFault::CtrlNoAck);
-                chain::add_used(q, mem, qidx, head, 0)?;
-                continue;
-            }
-            let len = s.chain.readable_len;
-            let (what, result) = if len > MAX_COMMAND_LEN as u64 {
-                counters.guest_faults += 1;
-                faults.push(GuestFault::CtrlTooLong(len));
-                ("?".to_string(), Err(CtrlError::TooLong(len)))
-            } else {
-                let cmd = &mut s.buf[..len as usize];
-                match chain::read_into(mem, &s.chain.readable, cmd) {
-                    Ok(()) => {
-                        let what = match cmd {
-                            [class, c, ..] => ctrl::describe(*class, *c),
-                            _ => "?".to_string(),
-                        };
-                        (what, ctrl::handle(cmd, ctx))
-                    }
-                    Err(e) => {
-                        log::error!("control command became unreadable: {e}");
-                        ("?".to_string(), Err(CtrlError::Unreadable))
-                    }
+    pass::drain(q, mem, qidx, neg, pass::BUDGET, |q| {
+        let Some(c) = chain::pop(q, mem, qidx)? else {
+            return Ok(Step::RingEmpty {
+                seen: q.next_avail(),
+            });
+        };
+        chain::walk(c, mem, &mut s.chain)?;
+        let head = s.chain.head;
+        if s.chain.writable_len == 0 {
+            counters.guest_faults += 1;
+            faults.push(GuestFault::CtrlNoAck);
+            chain::add_used(q, mem, qidx, head, 0)?;
+            return Ok(Step::Did { used: 1 });
+        }
+        let len = s.chain.readable_len;
+        let (what, result) = if len > MAX_COMMAND_LEN as u64 {
+            counters.guest_faults += 1;
+            faults.push(GuestFault::CtrlTooLong(len));
+            ("?".to_string(), Err(CtrlError::TooLong(len)))
+        } else {
+            let cmd = &mut s.buf[..len as usize];
+            match chain::read_into(mem, &s.chain.readable, cmd) {
+                Ok(()) => {
+                    let what = match cmd {
+                        [class, c, ..] => ctrl::describe(*class, *c),
+                        _ => "?".to_string(),
+                    };
+                    (what, ctrl::handle(cmd, ctx))
                 }
-            };
-            let ack = if result.is_ok() {
-                VIRTIO_NET_OK
-            } else {
-                counters.ctrl_errors += 1;
-                VIRTIO_NET_ERR
-            } as u8;
-            counters.ctrl_commands += 1;
-            let written = chain::write_at(mem, &s.chain.writable, 0, &[ack]).unwrap_or(0);
-            chain::add_used(q, mem, qidx, head, written as u32)?;
-            answered.push(Answered { what, result });
-        }
-        if !pass::enable_notification(q, mem, qidx)? {
-            break;
-        }
-    }
-    out.interrupt = out.used > 0 && pass::needs_interrupt(q, mem, neg, qidx)?;
-    Ok(out)
+                Err(e) => {
+                    log::error!("control command became unreadable: {e}");
+                    ("?".to_string(), Err(CtrlError::Unreadable))
+                }
+            }
+        };
+        let ack = if result.is_ok() {
+            VIRTIO_NET_OK
+        } else {
+            counters.ctrl_errors += 1;
+            VIRTIO_NET_ERR
+        } as u8;
+        counters.ctrl_commands += 1;
+        let written = chain::write_at(mem, &s.chain.writable, 0, &[ack]).unwrap_or(0);
+        chain::add_used(q, mem, qidx, head, written as u32)?;
+        answered.push(Answered { what, result });
+        Ok(Step::Did { used: 1 })
+    })
 }
 
 #[cfg(test)]
@@ -215,6 +212,64 @@ mod tests {
         assert_eq!(answered[2].result, Ok(CtrlEffect::AnnounceAcked));
         assert!(answered[0].what.starts_with("rx.promisc"));
         assert_eq!(answered[3].result, Err(CtrlError::UnknownClass(42)));
+    }
+
+    #[test]
+    fn a_pass_answers_at_most_its_budget() {
+        let n = pass::BUDGET as usize + 44;
+        let m = mem();
+        let vq = MockSplitQueue::new(&m, 1024);
+        m.write_slice(&[3, 0], GuestAddress(0x1_0000)).unwrap();
+        let descs: Vec<RawDescriptor> = (0..n)
+            .flat_map(|i| {
+                let ack = 0x2_0000 + i as u64;
+                [
+                    RawDescriptor::from(Descriptor::new(0x1_0000, 2, NEXT, 2 * i as u16 + 1)),
+                    RawDescriptor::from(Descriptor::new(ack, 1, W, 0)),
+                ]
+            })
+            .collect();
+        vq.add_desc_chains(&descs, 0).unwrap();
+        // test_util's used ring would overlap a table this large.
+        let mut q: Queue = vq.create_queue().unwrap();
+        q.try_set_used_ring_address(GuestAddress(0x8_0000)).unwrap();
+        let (mut filter, mut pairs, mut offloads) =
+            (RxFilter::default(), 1, GuestOffloads::default());
+        let mut fields = ConfigFields {
+            mac: [0; 6],
+            link_up: true,
+            announce: true,
+            max_pairs: 1,
+            mtu: 0,
+        };
+        let mut ctx = CtrlContext {
+            acked: default_mask(),
+            max_pairs: 1,
+            filter: &mut filter,
+            fields: &mut fields,
+            vq_pairs: &mut pairs,
+            guest_offloads: &mut offloads,
+        };
+        let mut scratch = CtrlScratch::default();
+        let mut counters = Counters::default();
+        let mut pass = |q: &mut Queue| {
+            process_ctrl(
+                q,
+                2,
+                &m,
+                &Negotiated::new(default_mask()),
+                &mut ctx,
+                &mut scratch,
+                &mut counters,
+                &mut Faults::default(),
+                &mut Vec::new(),
+            )
+            .unwrap()
+        };
+        let first = pass(&mut q);
+        assert_eq!((first.used, first.more), (pass::BUDGET, true));
+        let second = pass(&mut q);
+        assert_eq!((second.used, second.more), (44, false));
     }
 
     #[test]

@@ -109,7 +109,9 @@ impl NetDevice {
 
     /// Processes queue `idx` as if the driver had notified it: the
     /// synchronous entry point for tests, benchmarks and transports without
-    /// an event loop.
+    /// an event loop. One pass does at most [`super::pass::BUDGET`] chains;
+    /// the event loop runs the rest in its next iteration, a caller
+    /// without one calls again.
     pub fn process_queue(&self, idx: u16) -> std::result::Result<(), ProcessError> {
         self.shared.with(|st, irqs| st.notified(irqs, idx))
     }
@@ -130,6 +132,12 @@ impl NetDevice {
                 ProcessError::Ring(e)
             })
         })
+    }
+
+    /// The shared state, for tests that interleave with the lock.
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// See [`NetControl::set_link`].
@@ -163,6 +171,10 @@ impl VirtioDevice for NetDevice {
 
     fn set_acked_features(&mut self, acked: u64) {
         self.shared.lock().set_acked_features(acked);
+    }
+
+    fn features_refused(&mut self, acked: u64) {
+        self.shared.lock().features_refused(acked);
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {

@@ -23,8 +23,12 @@
 //! because it could mean either a bit number or a mask.
 //!
 //! Parsing accepts any bit; [`check`] then refuses bits the device does not
-//! implement and combinations the spec forbids, naming the rule, unless the
-//! caller allows invalid sets (the `allow-invalid` option).
+//! implement ([`check_implemented`]) and combinations the spec forbids,
+//! naming the rule ([`check_rules`]). The two are separate choices of the
+//! user: `allow-invalid` skips the spec's rules (a broken device is a test
+//! case), `offer-unimplemented` offers bits the device does not implement
+//! (it then claims a feature it will not honour: a driver that acks
+//! `ring_packed` still gets split rings).
 
 use std::fmt::Write as _;
 
@@ -67,7 +71,7 @@ pub enum FeatureError {
         spec: String,
     },
     /// A bit the device has no implementation for.
-    #[error("bit {bit} ({name}) is not implemented by this device; pass allow-invalid to offer it anyway")]
+    #[error("bit {bit} ({name}) is not implemented by this device; pass offer-unimplemented to offer it anyway (the device will not honour it)")]
     NotImplemented {
         /// The bit number.
         bit: u32,
@@ -424,9 +428,15 @@ pub const RULES: &[Rule] = &[
 ];
 
 /// Checks `bits` against the implemented set and every rule; the error
-/// names the first broken one. VERSION_1 is required because this is a
-/// virtio 1.x device (virtio 1.2 section 6.1: a device MUST offer it).
+/// names the first problem.
 pub fn check(bits: u64) -> Result<()> {
+    check_implemented(bits)?;
+    check_rules(bits)
+}
+
+/// Checks that the device implements every bit of `bits`; the error names
+/// the lowest bit it does not.
+pub fn check_implemented(bits: u64) -> Result<()> {
     let unimplemented = bits & !implemented_mask();
     if unimplemented != 0 {
         let bit = unimplemented.trailing_zeros();
@@ -435,6 +445,13 @@ pub fn check(bits: u64) -> Result<()> {
             name: name_of(bit),
         });
     }
+    Ok(())
+}
+
+/// Checks `bits` against the spec's dependency rules ([`RULES`]); the
+/// error names the first broken one. VERSION_1 is required because this is
+/// a virtio 1.x device (virtio 1.2 section 6.1: a device MUST offer it).
+pub fn check_rules(bits: u64) -> Result<()> {
     if !has(bits, VIRTIO_F_VERSION_1) {
         return Err(FeatureError::RuleViolated {
             feature: "this device",
@@ -464,7 +481,11 @@ pub fn check(bits: u64) -> Result<()> {
 
 /// A table of every feature for `--help` texts.
 pub fn help_table() -> String {
-    let mut out = String::new();
+    let mut out = String::from(
+        "Bits marked [not implemented] are refused unless offer-unimplemented is given,\n\
+         and even then the device does not honour them. allow-invalid only lifts the\n\
+         spec's dependency rules between bits.\n\n",
+    );
     for feat in FEATURES {
         let _ = writeln!(
             out,
@@ -651,6 +672,11 @@ mod tests {
                 name: "rss".into()
             }
         );
+        assert!(err.to_string().contains("offer-unimplemented"), "{err}");
+        // The two checks are independent: rss breaks no rule here, and a
+        // broken rule is not an implementation question.
+        check_rules(parse_spec("+rss", d).unwrap()).unwrap();
+        check_implemented(parse_spec("-guest_csum", d).unwrap()).unwrap();
         check(parse_spec("-status-mrg_rxbuf-ctrl_vq-ctrl_rx-ctrl_rx_extra-ctrl_vlan-guest_announce-ctrl_mac_addr-ctrl_guest_offloads", d).unwrap()).unwrap();
     }
 
@@ -660,6 +686,9 @@ mod tests {
         let set = FeatureSet::new(mask(5) | mask(32));
         assert_eq!(set.bits, "0x100000020");
         assert_eq!(set.names, vec!["mac", "version_1"]);
-        assert!(help_table().contains("status"));
+        let help = help_table();
+        assert!(help.contains("status"));
+        assert!(help.contains("ring_packed") && help.contains("[not implemented]"));
+        assert!(help.contains("offer-unimplemented"), "{help}");
     }
 }

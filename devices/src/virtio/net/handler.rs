@@ -41,7 +41,7 @@ impl NetEventHandler {
 
     /// Brings the epoll set in line with the device's current queue
     /// events, then runs what the device asked for (first pass after
-    /// activation, another RX pass after a budget-limited one).
+    /// activation, another pass for each one that stopped at its budget).
     fn sync(&mut self, ops: &mut EventOps) {
         let wanted: Vec<(RawFd, u16)> = {
             let mut st = self.shared.lock();
@@ -70,20 +70,22 @@ impl NetEventHandler {
                 Err(e) => log::error!("cannot watch queue {idx} (fd {fd}): {e}"),
             }
         }
-        self.shared.with(|st, irqs| {
+        let more = self.shared.with(|st, irqs| {
+            // Passes owed from the last iteration first: what kick_all
+            // leaves over waits for the next one.
+            st.run_more(irqs);
             st.kick_all(irqs);
-            if std::mem::take(&mut st.rx_more) {
-                st.backend_readable(irqs);
-            }
+            st.has_more()
         });
-        // A pass that stopped at its budget asks for another turn.
-        if self.shared.lock().rx_more {
+        // A pass that stopped at its budget asks for another turn, after
+        // the other events of this iteration.
+        if more {
             self.shared.wake_handler();
         }
     }
 
     fn queue_event(&mut self, fd: RawFd, idx: u16) {
-        let ran = self.shared.with(|st, irqs| {
+        let more = self.shared.with(|st, irqs| {
             let current = st
                 .active
                 .as_ref()
@@ -107,9 +109,9 @@ impl NetEventHandler {
             }
             // Errors are logged and turned into NEEDS_RESET inside.
             let _ = st.notified(irqs, idx);
-            st.rx_more
+            st.has_more()
         });
-        if ran {
+        if more {
             self.shared.wake_handler();
         }
     }
@@ -156,7 +158,7 @@ impl MutEventSubscriber for NetEventHandler {
                 }
                 let more = self.shared.with(|st, irqs| {
                     st.backend_readable(irqs);
-                    st.rx_more
+                    st.has_more()
                 });
                 if more {
                     self.shared.wake_handler();

@@ -24,7 +24,10 @@
 //!   Interrupts are raised after the lock is released.
 //! * Descriptor processing is in plain functions ([`tx`], [`rx`],
 //!   [`ctrl_queue`] over [`chain`]), tested with virtio-queue's
-//!   `MockSplitQueue` and the in-memory backend.
+//!   `MockSplitQueue` and the in-memory backend. Each pass is bounded
+//!   ([`pass::drain`], [`pass::BUDGET`]): a driver that keeps posting gets
+//!   one budget per event-loop iteration, and the lock is released in
+//!   between.
 //! * A guest mistake that breaks a ring (a chain that loops or points
 //!   outside guest memory, an available index that jumps) puts the device
 //!   in DEVICE_NEEDS_RESET with a configuration interrupt; a bad frame or
@@ -41,8 +44,9 @@
 //!
 //! | event | when | main fields |
 //! |---|---|---|
-//! | `features_offered` | device created | `offered` {bits, value, names}, `not_offered_by_default`, `added_to_defaults`, `allow_invalid`, `backend`, `mac`, `mtu` |
+//! | `features_offered` | device created | `offered` {bits, value, names}, `not_offered_by_default`, `added_to_defaults`, `allow_invalid`, `offer_unimplemented`, `unimplemented_offered` (bits offered that the device will not honour), `backend`, `mac`, `mtu` |
 //! | `features_acked` | FEATURES_OK | `acked`, `offered_not_acked`, `status_negotiated` |
+//! | `features_refused` | FEATURES_OK refused: the driver acked bits not offered (rate-limited) | `acked`, `offered` {bits, value, names}, `not_offered` (names) |
 //! | `device_status` | every status byte change | `old`, `new`, `set`, `cleared` (bit names) |
 //! | `driver_failed` | the driver set FAILED | |
 //! | `activated` | DRIVER_OK | `queues`, `hdr_len`, `mrg_rxbuf`, `event_idx`, `link_up` |
@@ -50,12 +54,20 @@
 //! | `config_interrupt` | a configuration interrupt is raised | `why` (`link_change`, `announce`, `needs_reset`), `generation` |
 //! | `link_change` / `link_change_refused` | `set_link` | `up`, `outcome` or `why` |
 //! | `announce` / `announce_refused` | `announce` | `config_status` or `why` |
-//! | `ctrl_command` | each control command | `command`, `ok`, `effect` or `error` |
+//! | `ctrl_command` | each control command (rate-limited) | `command`, `ok`, `effect` or `error` |
 //! | `queue_active` | first chain used on a queue since activation | `queue`, `role` |
-//! | `guest_fault` | a malformed request survived (first 32 per activation) | `queue`, `fault` |
+//! | `guest_fault` | a malformed request survived (the first 32 in the device's life; then `guest_faults_suppressed` once, and only `counters.guest_faults`) | `queue`, `fault` |
 //! | `needs_reset` | the device enters DEVICE_NEEDS_RESET | `why` |
 //! | `backend_error` | the backend failed (first, then every 1000th) | `direction`, `error`, `count` |
-//! | `config_write` | the driver changed the MAC in config space | `offset`, `len`, `mac` |
+//! | `config_write` | the driver changed the MAC in config space (rate-limited) | `offset`, `len`, `mac` |
+//! | `events_suppressed` | before a rate-limited entry, when some of its kind were left out | `kind` (the event left out), `count` |
+//!
+//! The entries the harness relies on (features offered and acked, every
+//! device-status transition, link changes, configuration interrupts) are
+//! always written. The ones a driver can cause at will (control commands,
+//! MAC writes) are rate-limited per kind: a burst of 32, then one a second,
+//! the rest counted in `counters.events_suppressed`; guest faults have a
+//! fixed allowance for the life of the device.
 
 pub mod chain;
 pub mod config;

@@ -1,7 +1,17 @@
 //! What every queue pass (TX, RX, control) shares: the negotiated
-//! parameters it depends on, what it reports back, and the decision whether
-//! the driver needs an interrupt (EVENT_IDX, VRING_AVAIL_F_NO_INTERRUPT,
-//! NOTIFY_ON_EMPTY).
+//! parameters it depends on, the budgeted drain loop ([`drain`]), what a
+//! pass reports back, and the decision whether the driver needs an
+//! interrupt (EVENT_IDX, VRING_AVAIL_F_NO_INTERRUPT, NOTIFY_ON_EMPTY).
+//!
+//! # Budget
+//!
+//! A pass does at most [`BUDGET`] units of work (a chain for transmit and
+//! control, a frame for receive) and then returns with [`Pass::more`] set,
+//! even if the driver keeps posting: a guest with a second vCPU could
+//! otherwise keep one pass, and the device lock the control socket and the
+//! guest's own config reads wait for, busy for ever. The device then asks
+//! the event loop for another turn, so the rest runs in its next
+//! iteration, after other events.
 
 use std::sync::atomic::Ordering;
 
@@ -17,6 +27,10 @@ use crate::net::hdr::{HDR_LEN, LEGACY_HDR_LEN};
 
 /// Guest faults kept per pass for the event log; the rest are only counted.
 pub const MAX_FAULTS_PER_PASS: usize = 16;
+
+/// Units of work (chains for transmit and control, frames from the backend
+/// for receive) one pass does before it yields to the event loop.
+pub const BUDGET: u32 = 256;
 
 /// Negotiated parameters a pass depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +72,71 @@ pub struct Pass {
     pub used: u32,
     /// The driver wants an interrupt for them.
     pub interrupt: bool,
-    /// The pass stopped at its budget with work left (RX only).
+    /// The pass stopped at its budget and may have work left: run another
+    /// pass soon (the event loop does, in its next iteration).
     pub more: bool,
+}
+
+/// What one step of a pass did; see [`drain`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// One unit of work is done; `used` chains went into the used ring.
+    Did {
+        /// Chains used by this step.
+        used: u32,
+    },
+    /// The available ring has no (or not enough) chains; `seen` is the
+    /// available index the step found, which new chains will move.
+    RingEmpty {
+        /// The available index when the ring ran out.
+        seen: u16,
+    },
+    /// Nothing to do until something outside the ring happens (the
+    /// backend has no frame for the guest).
+    Idle,
+}
+
+/// The loop every pass runs: `step` until it is idle, the ring is empty
+/// with notifications re-enabled, or `budget` steps did work.
+///
+/// Driver notifications are off while the pass works. When the ring runs
+/// empty they are re-enabled, and the ring is checked once more, since
+/// chains the driver added before the re-enable took effect came without
+/// a notification. A pass that stops at its budget leaves them off and
+/// returns [`Pass::more`]: the caller must run another pass.
+pub fn drain(
+    q: &mut Queue,
+    mem: &GuestMemoryMmap,
+    qidx: u16,
+    neg: &Negotiated,
+    budget: u32,
+    mut step: impl FnMut(&mut Queue) -> Result<Step, RingError>,
+) -> Result<Pass, RingError> {
+    let mut out = Pass::default();
+    let mut done = 0;
+    disable_notification(q, mem, qidx)?;
+    loop {
+        if done >= budget {
+            out.more = true;
+            break;
+        }
+        match step(q)? {
+            Step::Did { used } => {
+                out.used += used;
+                done += 1;
+            }
+            Step::Idle => break,
+            Step::RingEmpty { seen } => {
+                enable_notification(q, mem, qidx)?;
+                if avail_idx(q, mem, qidx)? == seen {
+                    break;
+                }
+                disable_notification(q, mem, qidx)?;
+            }
+        }
+    }
+    out.interrupt = out.used > 0 && needs_interrupt(q, mem, neg, qidx)?;
+    Ok(out)
 }
 
 /// Guest faults seen in a pass: all counted, the first few kept.
@@ -146,8 +223,36 @@ pub fn needs_interrupt(
 
 #[cfg(test)]
 mod tests {
+    use virtio_queue::mock::MockSplitQueue;
+
     use super::*;
-    use crate::virtio::net::features::mask;
+    use crate::virtio::net::features::{default_mask, mask};
+    use crate::virtio::net::test_util;
+
+    #[test]
+    fn drain_stops_at_its_budget_however_much_work_is_left() {
+        let m = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let vq = MockSplitQueue::new(&m, 16);
+        let mut q = test_util::queue(&vq);
+        let neg = Negotiated::new(default_mask());
+        // A step that always finds work, as with a driver that re-posts
+        // faster than the device uses.
+        let mut steps = 0;
+        let pass = drain(&mut q, &m, 0, &neg, 7, |_| {
+            steps += 1;
+            Ok(Step::Did { used: 0 })
+        })
+        .unwrap();
+        assert_eq!(steps, 7);
+        assert!(pass.more);
+
+        // Idle and an empty ring end a pass without `more`.
+        let pass = drain(&mut q, &m, 0, &neg, 7, |_| Ok(Step::Idle)).unwrap();
+        assert!(!pass.more);
+        let seen = q.next_avail();
+        let pass = drain(&mut q, &m, 0, &neg, 7, |_| Ok(Step::RingEmpty { seen })).unwrap();
+        assert_eq!(pass, Pass::default());
+    }
 
     #[test]
     fn header_size_follows_features() {

@@ -5,12 +5,15 @@
 
 use serde_json::json;
 
+use virtio_bindings::virtio_net::VIRTIO_NET_F_MTU;
+
 use super::chain::RingError;
 use super::ctrl::{CtrlContext, CtrlEffect};
 use super::ctrl_queue;
-use super::pass::Faults;
+use super::features::has;
+use super::pass::{Faults, Pass};
 use super::rx::{self, RxContext, RX_BUDGET};
-use super::state::{Irqs, NetState, Role, FAULTS_LOGGED};
+use super::state::{Irqs, NetState, Role};
 use super::tx;
 
 /// Why a queue was not processed.
@@ -44,15 +47,9 @@ impl NetState {
             return Err(ProcessError::NeedsReset(idx));
         }
         if self.active.is_none() {
-            if self.faults_logged < FAULTS_LOGGED {
-                self.faults_logged += 1;
-                self.event(
-                    log::Level::Warn,
-                    "guest_fault",
-                    json!({ "queue": idx, "fault": "queue notified before DRIVER_OK; ignored" }),
-                );
-            }
-            self.counters.guest_faults += 1;
+            self.log_fault(
+                json!({ "queue": idx, "fault": "queue notified before DRIVER_OK; ignored" }),
+            );
             return Err(ProcessError::NotActive(idx));
         }
         self.process_queue(irqs, idx)
@@ -119,7 +116,34 @@ impl NetState {
         self.log_backend_error("tx", err);
         let pass = r?;
         self.note_pass(idx, pass, irqs);
+        self.again_if_more(idx, pass);
         Ok(())
+    }
+
+    /// A pass that stopped at its budget gets another turn in the event
+    /// loop's next iteration.
+    fn again_if_more(&mut self, idx: u16, pass: Pass) {
+        if pass.more && !self.queue_more.contains(&idx) {
+            self.queue_more.push(idx);
+        }
+    }
+
+    /// Whether a pass stopped at its budget and waits for another turn
+    /// ([`Self::run_more`]); the event loop then wakes itself.
+    pub(crate) fn has_more(&self) -> bool {
+        self.rx_more || !self.queue_more.is_empty()
+    }
+
+    /// Gives every pass that stopped at its budget another turn (one
+    /// budget each; they may ask again).
+    pub(crate) fn run_more(&mut self, irqs: &mut Irqs) {
+        for idx in std::mem::take(&mut self.queue_more) {
+            // Errors were handled (NEEDS_RESET) inside.
+            let _ = self.process_queue(irqs, idx);
+        }
+        if std::mem::take(&mut self.rx_more) {
+            self.backend_readable(irqs);
+        }
     }
 
     /// Moves frames from the backend into the first receive queue.
@@ -131,6 +155,7 @@ impl NetState {
             offloads: self.guest_offloads,
             budget: RX_BUDGET,
             link_up: self.fields.link_up,
+            mtu: has(self.acked, VIRTIO_NET_F_MTU).then_some(self.fields.mtu),
         };
         let Some(a) = &mut self.active else {
             return Ok(());
@@ -208,7 +233,7 @@ impl NetState {
         for a in answered {
             match &a.result {
                 Ok(effect) => {
-                    self.event(
+                    self.event_limited(
                         log::Level::Info,
                         "ctrl_command",
                         json!({ "command": a.what, "ok": true, "effect": format!("{effect:?}") }),
@@ -221,7 +246,7 @@ impl NetState {
                         _ => {}
                     }
                 }
-                Err(e) => self.event(
+                Err(e) => self.event_limited(
                     log::Level::Warn,
                     "ctrl_command",
                     json!({ "command": a.what, "ok": false, "error": e.to_string() }),
@@ -230,6 +255,7 @@ impl NetState {
         }
         let pass = r?;
         self.note_pass(idx, pass, irqs);
+        self.again_if_more(idx, pass);
         Ok(())
     }
 

@@ -5,7 +5,14 @@
 //!
 //! A frame the guest has no buffers for stays pending in the device (never
 //! dropped for lack of buffers); the device asks the driver for a
-//! notification and resumes when buffers arrive.
+//! notification and resumes when buffers arrive. The exception is a frame
+//! no number of buffers could take: with MRG_RXBUF, one that needs more
+//! chains than the ring holds (a driver posting tiny buffers) is dropped
+//! as a guest fault, and the chains it was offered stay available.
+//!
+//! With VIRTIO_NET_F_MTU negotiated, frames without GSO longer than the MTU
+//! plus their Ethernet header are dropped (virtio 1.2 section 5.1.4.2: the
+//! device MUST NOT pass them to the driver).
 
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
@@ -17,14 +24,15 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use super::chain::{self, ChainBuf, GuestFault, RingError, Segment};
-use super::pass::{self, Faults, Negotiated, Pass};
+use super::pass::{self, Faults, Negotiated, Pass, Step};
 use super::rx_filter::RxFilter;
 use super::status::Counters;
+use crate::error::display_chain;
 use crate::net::{Backend, GuestOffloads, NetHdr, MAX_FRAME_LEN};
 
 /// Frames one pass takes from the backend before yielding to the event
 /// loop, so a flooding backend cannot starve other devices.
-pub const RX_BUDGET: usize = 256;
+pub const RX_BUDGET: u32 = pass::BUDGET;
 
 /// Offset of `num_buffers` in the header.
 const NUM_BUFFERS_OFFSET: u64 = 10;
@@ -39,9 +47,11 @@ pub struct RxContext<'a> {
     /// The offloads the guest accepts now.
     pub offloads: GuestOffloads,
     /// Frames to take from the backend in this pass.
-    pub budget: usize,
+    pub budget: u32,
     /// With the link down every frame is dropped.
     pub link_up: bool,
+    /// The MTU when VIRTIO_NET_F_MTU is negotiated.
+    pub mtu: Option<u16>,
 }
 
 /// Chain bookkeeping reused for every frame.
@@ -92,7 +102,7 @@ impl RxScratch {
 
     /// Takes up to `budget` frames from the backend and drops them, for
     /// when no driver runs the device; returns (frames dropped, errors).
-    pub fn discard(&mut self, backend: &mut dyn Backend, budget: usize) -> (u64, u64) {
+    pub fn discard(&mut self, backend: &mut dyn Backend, budget: u32) -> (u64, u64) {
         let mut dropped = 0;
         for _ in 0..budget {
             match backend.recv(&mut self.frame) {
@@ -110,6 +120,16 @@ impl RxScratch {
 enum Refusal {
     Filtered,
     Dropped,
+    OverMtu,
+}
+
+/// Bytes of Ethernet header in front of the payload: 14, or 18 with an
+/// 802.1Q / 802.1ad tag.
+fn eth_header_len(frame: &[u8]) -> usize {
+    match frame.get(12..14) {
+        Some([0x81, 0x00] | [0x88, 0xa8]) => 18,
+        _ => 14,
+    }
 }
 
 /// Checks a frame against the filter and the guest's offloads; may clear
@@ -131,7 +151,14 @@ fn admit(hdr: &mut NetHdr, frame: &[u8], ctx: &RxContext<'_>) -> Result<(), Refu
     }
     let gso = u32::from(hdr.gso_type);
     let needed = match gso & !VIRTIO_NET_HDR_GSO_ECN {
-        VIRTIO_NET_HDR_GSO_NONE => return Ok(()),
+        VIRTIO_NET_HDR_GSO_NONE => {
+            return match ctx.mtu {
+                Some(mtu) if frame.len() > usize::from(mtu) + eth_header_len(frame) => {
+                    Err(Refusal::OverMtu)
+                }
+                _ => Ok(()),
+            }
+        }
         VIRTIO_NET_HDR_GSO_TCPV4 => VIRTIO_NET_F_GUEST_TSO4,
         VIRTIO_NET_HDR_GSO_TCPV6 => VIRTIO_NET_F_GUEST_TSO6,
         VIRTIO_NET_HDR_GSO_UDP => VIRTIO_NET_F_GUEST_UFO,
@@ -147,7 +174,8 @@ fn admit(hdr: &mut NetHdr, frame: &[u8], ctx: &RxContext<'_>) -> Result<(), Refu
 enum Delivery {
     /// The frame is in the used ring, in this many chains.
     Delivered(u32),
-    /// The guest's buffers cannot hold it; this many chains went back empty.
+    /// The guest's buffers cannot hold it; this many chains went back empty
+    /// (none when they were left available).
     Dropped(u32, GuestFault),
     /// Not enough buffers: nothing consumed, try again later. `seen` is
     /// the available index the device found exhausted.
@@ -227,6 +255,17 @@ fn deliver(
     let mut written = 0;
     s.used.clear();
     while written < total {
+        if s.used.len() >= usize::from(q.size()) {
+            // Every chain a full ring can hold is not enough: waiting for
+            // more would stall receive until a reset. Drop the frame and
+            // leave the chains available, untouched as far as the driver
+            // can tell (see `ring_too_small`).
+            q.set_next_avail(start);
+            return Ok(Delivery::Dropped(
+                0,
+                ring_too_small(total, written, q.size()),
+            ));
+        }
         let Some(c) = chain::pop(q, mem, qidx)? else {
             // Give the chains back untouched (the driver has not seen them
             // used) and wait for more.
@@ -276,6 +315,24 @@ fn deliver(
     Ok(Delivery::Delivered(u32::from(num_buffers)))
 }
 
+/// The fault for a frame larger than a whole ring of the driver's buffers.
+///
+/// Why the chains are put back rather than used with length 0: with
+/// MRG_RXBUF every used buffer either starts a frame, with a header whose
+/// `num_buffers` counts the buffers that follow, or continues one (virtio
+/// 1.2 section 5.1.6.4). A zero-length used buffer is neither; a driver
+/// that reads `num_buffers` from it (stale data) would take the next
+/// frames' buffers as part of this one. Not using available buffers is
+/// always allowed, and the ring's buffers then serve the next frames that
+/// fit.
+fn ring_too_small(need: usize, have: usize, chains: u16) -> GuestFault {
+    GuestFault::RxFrameExceedsRing {
+        need,
+        have: have as u64,
+        chains,
+    }
+}
+
 /// Returns every chain taken for a frame with a used length of 0.
 fn give_back_empty(
     q: &mut Queue,
@@ -291,7 +348,8 @@ fn give_back_empty(
 }
 
 /// Moves frames from the backend into receive queue `qidx` until the
-/// backend is empty, the guest has no buffers, or the budget is spent.
+/// backend is empty, the guest has no buffers, or `ctx.budget` frames were
+/// taken (see [`pass::drain`]).
 #[allow(clippy::too_many_arguments)]
 pub fn process_rx(
     q: &mut Queue,
@@ -304,66 +362,60 @@ pub fn process_rx(
     counters: &mut Counters,
     faults: &mut Faults,
 ) -> Result<Pass, RingError> {
-    let mut out = Pass::default();
-    let mut taken = 0;
-    loop {
-        if s.pending.is_none() {
-            if taken >= ctx.budget {
-                out.more = true;
-                break;
-            }
-            match backend.recv(&mut s.frame) {
-                Ok(Some((mut hdr, len))) => {
-                    taken += 1;
-                    match admit(&mut hdr, &s.frame[..len], ctx) {
-                        Ok(()) => s.pending = Some((hdr, len)),
-                        Err(Refusal::Filtered) => counters.rx_filtered += 1,
-                        Err(Refusal::Dropped) => counters.rx_dropped += 1,
+    // One step takes a frame from the backend (unless one is pending) and
+    // offers it to the queue; a frame without buffers stays pending.
+    pass::drain(q, mem, qidx, neg, ctx.budget, |q| {
+        let (hdr, len) = match s.pending {
+            Some(p) => p,
+            None => match backend.recv(&mut s.frame) {
+                Ok(Some((mut hdr, len))) => match admit(&mut hdr, &s.frame[..len], ctx) {
+                    Ok(()) => (hdr, len),
+                    Err(refusal) => {
+                        match refusal {
+                            Refusal::Filtered => counters.rx_filtered += 1,
+                            Refusal::Dropped => counters.rx_dropped += 1,
+                            Refusal::OverMtu => {
+                                counters.rx_dropped += 1;
+                                counters.rx_over_mtu += 1;
+                            }
+                        }
+                        return Ok(Step::Did { used: 0 });
                     }
-                    continue;
-                }
-                Ok(None) => break,
+                },
+                Ok(None) => return Ok(Step::Idle),
                 Err(e) => {
                     counters.rx_errors += 1;
-                    s.last_error = Some(e.to_string());
-                    break;
+                    s.last_error = Some(display_chain(&e));
+                    return Ok(Step::Idle);
                 }
-            }
-        }
-        let Some((hdr, len)) = s.pending else {
-            continue;
+            },
         };
-        match deliver(q, qidx, mem, neg, &hdr, &s.frame[..len], &mut s.work)? {
-            Delivery::Delivered(chains) => {
-                s.pending = None;
-                out.used += chains;
-                counters.rx_frames += 1;
-                counters.rx_bytes += len as u64;
-            }
-            Delivery::Dropped(chains, fault) => {
-                s.pending = None;
-                out.used += chains;
-                counters.rx_dropped += 1;
-                counters.guest_faults += 1;
-                faults.push(fault);
-            }
-            Delivery::NoBuffers { seen } => {
-                // Ask for a notification, then look again: buffers added
-                // before the request took effect would not notify us.
-                pass::enable_notification(q, mem, qidx)?;
-                if pass::avail_idx(q, mem, qidx)? == seen {
-                    break;
+        // Pending until delivered or dropped, so that a reset counts it.
+        s.pending = Some((hdr, len));
+        Ok(
+            match deliver(q, qidx, mem, neg, &hdr, &s.frame[..len], &mut s.work)? {
+                Delivery::Delivered(chains) => {
+                    s.pending = None;
+                    counters.rx_frames += 1;
+                    counters.rx_bytes += len as u64;
+                    Step::Did { used: chains }
                 }
-            }
-        }
-    }
-    out.interrupt = out.used > 0 && pass::needs_interrupt(q, mem, neg, qidx)?;
-    Ok(out)
+                Delivery::Dropped(chains, fault) => {
+                    s.pending = None;
+                    counters.rx_dropped += 1;
+                    counters.guest_faults += 1;
+                    faults.push(fault);
+                    Step::Did { used: chains }
+                }
+                Delivery::NoBuffers { seen } => Step::RingEmpty { seen },
+            },
+        )
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
+    use virtio_bindings::virtio_net::{VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU};
     use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
     use virtio_queue::desc::{split::Descriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
@@ -392,6 +444,7 @@ mod tests {
         counters: Counters,
         faults: Faults,
         link_up: bool,
+        mtu: Option<u16>,
     }
 
     impl Rig {
@@ -399,6 +452,7 @@ mod tests {
             let (backend, peer) = MemoryBackend::pair(64).unwrap();
             Self {
                 link_up: true,
+                mtu: None,
                 backend,
                 peer,
                 filter: RxFilter::default(),
@@ -415,6 +469,7 @@ mod tests {
                 offloads: GuestOffloads::from_features(acked),
                 budget: RX_BUDGET,
                 link_up: self.link_up,
+                mtu: self.mtu,
             };
             process_rx(
                 q,
@@ -636,6 +691,7 @@ mod tests {
             offloads: GuestOffloads::default(),
             budget: 4,
             link_up: true,
+            mtu: None,
         };
         let pass = process_rx(
             &mut q,
@@ -652,6 +708,82 @@ mod tests {
         assert!(pass.more);
         assert_eq!(rig.counters.rx_filtered, 4);
         assert_eq!(rig.peer.queued_to_guest(), 6);
+    }
+
+    #[test]
+    fn frames_over_the_negotiated_mtu_are_dropped() {
+        let m = mem();
+        let vq = MockSplitQueue::new(&m, 16);
+        let bufs: Vec<RawDescriptor> = (0..8)
+            .map(|i| wdesc(0x1_0000 + i * 0x1_0000, 0x1_0000))
+            .collect();
+        vq.add_desc_chains(&bufs, 0).unwrap();
+        let mut q = test_util::queue(&vq);
+        let mut rig = Rig::new();
+        rig.mtu = Some(1500);
+        let mut tagged = frame(1518, 3);
+        tagged[12..14].copy_from_slice(&[0x81, 0x00]);
+        let tso = NetHdr {
+            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM as u8,
+            gso_type: VIRTIO_NET_HDR_GSO_TCPV4 as u8,
+            gso_size: 1448,
+            ..NetHdr::default()
+        };
+        let ecn_only = NetHdr {
+            gso_type: VIRTIO_NET_HDR_GSO_ECN as u8,
+            ..NetHdr::default()
+        };
+        rig.peer.inject(&frame(1514, 1)); // exactly mtu + Ethernet header
+        rig.peer.inject(&frame(1515, 2)); // one byte over
+        rig.peer.inject(&tagged); // mtu + a VLAN-tagged header
+        rig.peer.inject_with_hdr(tso, &frame(9000, 4)); // GSO: not limited
+        rig.peer.inject_with_hdr(ecn_only, &frame(1515, 5)); // "NONE or ECN"
+        let pass = rig.run(&mut q, &m, default_mask() | mask(VIRTIO_NET_F_MTU));
+        assert_eq!(pass.used, 3);
+        assert_eq!(
+            test_util::used(&m, &vq)
+                .iter()
+                .map(|u| u.1)
+                .collect::<Vec<_>>(),
+            vec![1526, 1530, 9012]
+        );
+        assert_eq!((rig.counters.rx_over_mtu, rig.counters.rx_dropped), (2, 2));
+
+        // Without MTU negotiated there is no such limit.
+        rig.mtu = None;
+        rig.peer.inject(&frame(1515, 6));
+        assert_eq!(rig.run(&mut q, &m, default_mask()).used, 1);
+        assert_eq!(rig.counters.rx_over_mtu, 2);
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_whole_ring_is_dropped_not_waited_for() {
+        let m = mem();
+        // A driver that posts tiny buffers: the whole 4-entry ring holds
+        // 4 x 64 bytes.
+        let vq = MockSplitQueue::new(&m, 4);
+        let tiny: Vec<RawDescriptor> = (0..4).map(|i| wdesc(0x1_0000 + i * 0x1000, 64)).collect();
+        vq.add_desc_chains(&tiny, 0).unwrap();
+        let mut q = test_util::queue(&vq);
+        let mut rig = Rig::new();
+        rig.peer.inject(&frame(1000, 1));
+        rig.peer.inject(&frame(100, 2));
+        let pass = rig.run(&mut q, &m, default_mask());
+        // The big frame is dropped as a guest fault, its chains were left
+        // available, and the next frame goes into them.
+        assert_eq!(
+            rig.faults.kept,
+            vec![GuestFault::RxFrameExceedsRing {
+                need: 1012,
+                have: 256,
+                chains: 4
+            }]
+        );
+        assert_eq!((rig.counters.rx_dropped, rig.counters.guest_faults), (1, 1));
+        assert_eq!(pass.used, 2);
+        assert_eq!(test_util::used(&m, &vq), vec![(0, 64), (1, 48)]);
+        assert_eq!(rig.counters.rx_frames, 1);
+        assert!(!rig.scratch.has_pending(), "receive is not stuck");
     }
 
     #[test]

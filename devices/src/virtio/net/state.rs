@@ -8,7 +8,9 @@
 //! Interrupts are collected while the lock is held and raised after it is
 //! released ([`Shared::with`]), so a transport whose interrupt code takes
 //! its own locks cannot deadlock against a vCPU that holds the transport
-//! and reads the device's config space.
+//! and reads the device's config space. A reset or a new activation can
+//! come in between; the [`IrqGate`] makes sure such stale interrupts are
+//! dropped instead of setting ISR / InterruptStatus after the reset.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -29,14 +31,25 @@ use super::features::{self, has, FeatureSet};
 use super::pass::{Faults, Negotiated, Pass};
 use super::rx::RxScratch;
 use super::rx_filter::RxFilter;
-use super::status::{device_status_names, Counters, NetStatus, QueueStats};
+use super::status::{Counters, NetStatus, QueueStats};
 use super::tx::TxScratch;
+use crate::error::display_chain;
 use crate::event_log::EventLog;
 use crate::net::{Backend, GuestOffloads};
+use crate::ratelimit::{limited, RateLimiter};
+use crate::virtio::transport::status::bit_names;
+use crate::virtio::transport::QueueConfigError;
 use crate::virtio::{ActivateContext, ActivateError, VirtioInterrupt, VirtioInterruptType};
 
-/// Guest faults logged per activation before the log only counts them.
+/// Guest faults written to the event log over the device's life (resets
+/// and activations do not start a new allowance); later ones are only
+/// counted (`counters.guest_faults`).
 pub(super) const FAULTS_LOGGED: u32 = 32;
+/// Event-log entries of one guest-triggered kind (control commands, MAC
+/// writes, refused FEATURES_OK) written at once before the rate limit.
+pub(super) const EVENT_BURST: u32 = 32;
+/// Time for one more such entry once the burst is spent.
+pub(super) const EVENT_REFILL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a queue does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,27 +72,66 @@ impl Role {
     }
 }
 
+/// The device's activation epoch: bumped by every reset and activation.
+/// Interrupts remember the epoch they were collected in, and are raised
+/// only if it is still current; raising holds the gate, so a reset (which
+/// bumps it first, under the state lock) cannot slip in between the check
+/// and the raise.
+#[derive(Debug, Default)]
+pub(crate) struct IrqGate(Mutex<u64>);
+
+impl IrqGate {
+    fn epoch(&self) -> u64 {
+        *crate::sync::lock(&self.0)
+    }
+
+    /// A reset or an activation: interrupts collected before are stale.
+    fn bump(&self) {
+        let mut e = crate::sync::lock(&self.0);
+        *e = e.wrapping_add(1);
+    }
+}
+
 /// Interrupts to raise once the lock is released.
 #[derive(Default)]
 pub struct Irqs {
-    target: Option<Arc<dyn VirtioInterrupt>>,
+    /// Where to raise them, through which gate, collected in which epoch.
+    target: Option<(Arc<dyn VirtioInterrupt>, Arc<IrqGate>, u64)>,
     config: bool,
     queues: Vec<u16>,
 }
 
 impl Irqs {
-    fn fire(self, name: &str) {
-        let Some(target) = self.target else {
+    /// Raises the collected interrupts, unless the device was reset or
+    /// activated again since they were collected; failures are logged
+    /// through `limiter` (one per interrupt would be the guest's choice).
+    pub(crate) fn fire(self, name: &str, limiter: &RateLimiter) {
+        let Some((target, gate, epoch)) = self.target else {
             return;
         };
+        let current = crate::sync::lock(&gate.0);
+        if *current != epoch {
+            log::debug!("{name}: interrupts collected before a reset or re-activation dropped");
+            return;
+        }
         if self.config {
             if let Err(e) = target.trigger(VirtioInterruptType::Config) {
-                log::error!("{name}: cannot raise the configuration interrupt: {e}");
+                limited!(
+                    limiter,
+                    "interrupt_failed",
+                    log::Level::Error,
+                    "{name}: cannot raise the configuration interrupt: {e}"
+                );
             }
         }
         for q in self.queues {
             if let Err(e) = target.trigger(VirtioInterruptType::Queue(q)) {
-                log::error!("{name}: cannot raise the interrupt of queue {q}: {e}");
+                limited!(
+                    limiter,
+                    "interrupt_failed",
+                    log::Level::Error,
+                    "{name}: cannot raise the interrupt of queue {q}: {e}"
+                );
             }
         }
     }
@@ -134,11 +186,19 @@ pub(crate) struct NetState {
     /// loop has removed them from its epoll set.
     pub(crate) retired: Vec<EventFd>,
     pub(crate) handler_attached: bool,
+    /// Checked when collected interrupts are raised (see [`IrqGate`]).
+    pub(crate) irq_gate: Arc<IrqGate>,
     /// An RX pass stopped at its budget; the event loop runs another.
     pub(crate) rx_more: bool,
+    /// Transmit and control queues whose pass stopped at its budget; the
+    /// event loop runs another pass for each.
+    pub(crate) queue_more: Vec<u16>,
     pub(crate) counters: Counters,
     pub(super) queue_stats: Vec<QueueStats>,
+    /// Guest faults written to the event log so far (never reset).
     pub(super) faults_logged: u32,
+    /// Rate limit of the guest-triggered event-log entries.
+    pub(super) event_limiter: RateLimiter,
     pub(super) tx: TxScratch,
     pub(super) rx: RxScratch,
     pub(super) ctrl: CtrlScratch,
@@ -148,6 +208,8 @@ pub(crate) struct NetState {
 /// The lock and the event loop's wake-up.
 pub(crate) struct Shared {
     state: Mutex<NetState>,
+    /// Rate limit of interrupt failures, logged outside the lock.
+    irq_limiter: RateLimiter,
     /// Written when the event loop must re-read the queue events (after
     /// activation and reset) or run another RX pass.
     pub(crate) wake: EventFd,
@@ -156,15 +218,14 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(state: NetState, wake: EventFd) -> Arc<Self> {
         Arc::new(Self {
+            irq_limiter: RateLimiter::new(state.name.clone()),
             state: Mutex::new(state),
             wake,
         })
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, NetState> {
-        // A panic while holding the lock leaves the state usable; the
-        // panic itself is reported by the thread that had it.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Runs `f` under the lock, then raises the interrupts it collected.
@@ -175,7 +236,7 @@ impl Shared {
             let r = f(&mut st, &mut irqs);
             (r, st.name.clone())
         };
-        irqs.fire(&name);
+        irqs.fire(&name, &self.irq_limiter);
         r
     }
 
@@ -216,10 +277,13 @@ impl NetState {
             active: None,
             retired: Vec::new(),
             handler_attached: false,
+            irq_gate: Arc::default(),
             rx_more: false,
+            queue_more: Vec::new(),
             counters: Counters::default(),
             queue_stats: Vec::new(),
             faults_logged: 0,
+            event_limiter: RateLimiter::with_rate(cfg.name(), EVENT_BURST, EVENT_REFILL),
             tx: TxScratch::default(),
             rx: RxScratch::default(),
             ctrl: CtrlScratch::default(),
@@ -234,6 +298,8 @@ impl NetState {
                 "not_offered_by_default": features::names(features::default_mask() & !offered),
                 "added_to_defaults": features::names(offered & !features::default_mask()),
                 "allow_invalid": st.cfg.allow_invalid,
+                "offer_unimplemented": st.cfg.offer_unimplemented,
+                "unimplemented_offered": features::names(offered & !features::implemented_mask()),
                 "backend": st.backend.describe(),
                 "mac": st.cfg.mac,
                 "mtu": st.cfg.mtu,
@@ -249,6 +315,55 @@ impl NetState {
         self.log.record(level, &self.name, event, fields);
     }
 
+    /// Records an event the guest can cause at will (a control command, a
+    /// MAC write), within the rate limit: past it the entry is dropped and
+    /// counted, and the next one let through is preceded by an
+    /// `events_suppressed` entry with the count.
+    pub(crate) fn event_limited(
+        &mut self,
+        level: log::Level,
+        event: &'static str,
+        fields: serde_json::Value,
+    ) {
+        match self.event_limiter.admit(event) {
+            None => self.counters.events_suppressed += 1,
+            Some(n) => {
+                if n > 0 {
+                    self.event(
+                        log::Level::Warn,
+                        "events_suppressed",
+                        json!({ "kind": event, "count": n }),
+                    );
+                }
+                self.event(level, event, fields);
+            }
+        }
+    }
+
+    /// Records a guest fault: counted always, written to the event log
+    /// while the device's allowance of [`FAULTS_LOGGED`] lasts.
+    pub(crate) fn log_fault(&mut self, fields: serde_json::Value) {
+        self.counters.guest_faults += 1;
+        self.write_fault(fields);
+    }
+
+    /// Writes a (counted) guest fault to the event log, within the
+    /// allowance.
+    fn write_fault(&mut self, fields: serde_json::Value) {
+        if self.faults_logged >= FAULTS_LOGGED {
+            return;
+        }
+        self.faults_logged += 1;
+        self.event(log::Level::Warn, "guest_fault", fields);
+        if self.faults_logged == FAULTS_LOGGED {
+            self.event(
+                log::Level::Warn,
+                "guest_faults_suppressed",
+                json!({ "after": FAULTS_LOGGED, "see": "counters.guest_faults" }),
+            );
+        }
+    }
+
     /// The number of queues: a pair per configured pair, plus control.
     pub(crate) fn queue_count(cfg: &NetConfig) -> usize {
         2 * usize::from(cfg.queue_pairs) + usize::from(has(cfg.features, VIRTIO_NET_F_CTRL_VQ))
@@ -258,7 +373,7 @@ impl NetState {
         let Some(active) = &self.active else {
             return;
         };
-        irqs.target = Some(active.interrupt.clone());
+        irqs.target = Some(self.irq_target(active));
         irqs.config = true;
         self.counters.config_interrupts += 1;
         self.event(
@@ -272,7 +387,7 @@ impl NetState {
         let Some(active) = &self.active else {
             return;
         };
-        irqs.target = Some(active.interrupt.clone());
+        irqs.target = Some(self.irq_target(active));
         if !irqs.queues.contains(&idx) {
             irqs.queues.push(idx);
         }
@@ -280,6 +395,14 @@ impl NetState {
         if let Some(s) = self.queue_stats.get_mut(usize::from(idx)) {
             s.interrupts += 1;
         }
+    }
+
+    fn irq_target(&self, active: &Active) -> (Arc<dyn VirtioInterrupt>, Arc<IrqGate>, u64) {
+        (
+            active.interrupt.clone(),
+            self.irq_gate.clone(),
+            self.irq_gate.epoch(),
+        )
     }
 
     /// Enters DEVICE_NEEDS_RESET (virtio 1.2 section 2.1.2): stop using the
@@ -294,23 +417,14 @@ impl NetState {
         self.raise_config(irqs, "needs_reset");
     }
 
+    /// Writes the faults a pass kept to the event log (the pass counted
+    /// all of them already), within the device's allowance.
     pub(super) fn log_faults(&mut self, queue: u16, faults: &Faults) {
         for fault in &faults.kept {
-            if self.faults_logged < FAULTS_LOGGED {
-                self.faults_logged += 1;
-                self.event(
-                    log::Level::Warn,
-                    "guest_fault",
-                    json!({ "queue": queue, "fault": fault.to_string() }),
-                );
-                if self.faults_logged == FAULTS_LOGGED {
-                    self.event(
-                        log::Level::Warn,
-                        "guest_faults_suppressed",
-                        json!({ "after": FAULTS_LOGGED, "see": "counters.guest_faults" }),
-                    );
-                }
+            if self.faults_logged >= FAULTS_LOGGED {
+                return;
             }
+            self.write_fault(json!({ "queue": queue, "fault": fault.to_string() }));
         }
     }
 
@@ -356,14 +470,10 @@ impl NetState {
     pub(crate) fn set_acked_features(&mut self, acked: u64) {
         let unoffered = acked & !self.offered;
         if unoffered != 0 {
-            self.event(
-                log::Level::Warn,
-                "guest_fault",
-                json!({
-                    "fault": "driver acked features that were not offered; ignored",
-                    "bits": FeatureSet::new(unoffered),
-                }),
-            );
+            self.log_fault(json!({
+                "fault": "driver acked features that were not offered; ignored",
+                "bits": FeatureSet::new(unoffered),
+            }));
         }
         self.acked = acked & self.offered;
         self.filter.vlan_filtering = has(self.acked, VIRTIO_NET_F_CTRL_VLAN);
@@ -379,13 +489,28 @@ impl NetState {
         );
     }
 
+    /// The transport refused FEATURES_OK: the driver acked bits that were
+    /// not offered. A driver can retry at will, so the entry is
+    /// rate-limited.
+    pub(crate) fn features_refused(&mut self, acked: u64) {
+        self.event_limited(
+            log::Level::Warn,
+            "features_refused",
+            json!({
+                "acked": FeatureSet::new(acked),
+                "offered": FeatureSet::new(self.offered),
+                "not_offered": features::names(acked & !self.offered),
+            }),
+        );
+    }
+
     pub(super) fn set_guest_offloads(&mut self, offloads: GuestOffloads) {
         self.guest_offloads = offloads;
         if let Err(e) = self.backend.set_guest_offloads(offloads) {
             self.event(
                 log::Level::Error,
                 "backend_error",
-                json!({ "direction": "offloads", "error": format!("{e}: {}", source_text(&e)) }),
+                json!({ "direction": "offloads", "error": display_chain(&e) }),
             );
         }
     }
@@ -399,24 +524,20 @@ impl NetState {
         match outcome {
             WriteOutcome::MacChanged => {
                 self.generation = self.generation.wrapping_add(1);
-                self.event(
+                let mac = super::config::MacAddr(self.fields.mac);
+                self.event_limited(
                     log::Level::Info,
                     "config_write",
-                    json!({ "offset": offset, "len": data.len(), "mac": super::config::MacAddr(self.fields.mac) }),
+                    json!({ "offset": offset, "len": data.len(), "mac": mac }),
                 );
             }
             WriteOutcome::Unchanged => {}
             WriteOutcome::ReadOnly => {
-                self.counters.guest_faults += 1;
-                self.event(
-                    log::Level::Warn,
-                    "guest_fault",
-                    json!({
-                        "fault": "driver wrote read-only configuration space; ignored",
-                        "offset": offset,
-                        "len": data.len(),
-                    }),
-                );
+                self.log_fault(json!({
+                    "fault": "driver wrote read-only configuration space; ignored",
+                    "offset": offset,
+                    "len": data.len(),
+                }));
             }
         }
     }
@@ -429,10 +550,10 @@ impl NetState {
             json!({
                 "old": old,
                 "new": new,
-                "old_names": device_status_names(old),
-                "new_names": device_status_names(new),
-                "set": device_status_names(new & !old),
-                "cleared": device_status_names(old & !new),
+                "old_names": bit_names(old),
+                "new_names": bit_names(new),
+                "set": bit_names(new & !old),
+                "cleared": bit_names(old & !new),
             }),
         );
         if u32::from(new) & VIRTIO_CONFIG_S_FAILED != 0
@@ -496,6 +617,8 @@ impl NetState {
                 ))
             } else if !q.is_valid(&mem) {
                 Some("it is not ready or its rings lie outside guest memory".to_string())
+            } else if q.avail_ring() == 0 {
+                Some(QueueConfigError::AvailRingAtZero.to_string())
             } else {
                 None
             };
@@ -541,7 +664,6 @@ impl NetState {
                 ..QueueStats::default()
             };
         }
-        self.faults_logged = 0;
         self.event(
             log::Level::Info,
             "activated",
@@ -553,6 +675,7 @@ impl NetState {
                 "link_up": self.fields.link_up,
             }),
         );
+        self.irq_gate.bump();
         self.active = Some(active);
         Ok(())
     }
@@ -568,6 +691,9 @@ impl NetState {
             "reset",
             json!({ "was_active": self.active.is_some(), "queues": stats, "counters": self.counters }),
         );
+        // Interrupts collected before now and not raised yet must not
+        // reach the driver after the transport cleared its interrupt state.
+        self.irq_gate.bump();
         if let Some(active) = self.active.take() {
             self.retired.extend(active.evts.into_iter().map(|(_, e)| e));
         }
@@ -588,6 +714,7 @@ impl NetState {
             self.counters.rx_dropped += 1;
         }
         self.rx_more = false;
+        self.queue_more.clear();
         self.queue_stats.clear();
     }
 
@@ -598,7 +725,7 @@ impl NetState {
             offered: FeatureSet::new(self.offered),
             acked: FeatureSet::new(self.acked),
             device_status: self.device_status,
-            device_status_names: device_status_names(self.device_status),
+            device_status_names: bit_names(self.device_status),
             active: self.active.is_some(),
             needs_reset: self.needs_reset,
             link_up: self.fields.link_up,
@@ -627,17 +754,4 @@ impl NetState {
             backend: self.backend.status(),
         }
     }
-}
-
-fn source_text(e: &dyn std::error::Error) -> String {
-    let mut s = String::new();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        if !s.is_empty() {
-            s.push_str(": ");
-        }
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -28,6 +28,9 @@ pub struct Counters {
     pub rx_dropped: u64,
     /// Frames the receive filter (RX mode, MAC and VLAN tables) refused.
     pub rx_filtered: u64,
+    /// Frames without GSO longer than the negotiated MTU (plus the
+    /// Ethernet header); also counted in `rx_dropped`.
+    pub rx_over_mtu: u64,
     /// Backend receive errors.
     pub rx_errors: u64,
     /// Control commands answered.
@@ -44,6 +47,9 @@ pub struct Counters {
     pub guest_faults: u64,
     /// Times the device entered DEVICE_NEEDS_RESET.
     pub needs_reset: u64,
+    /// Guest-triggered event-log entries left out by the rate limit
+    /// (control commands, MAC writes, refused FEATURES_OK).
+    pub events_suppressed: u64,
 }
 
 /// Per-queue activity since the last activation.
@@ -74,7 +80,8 @@ pub struct NetStatus {
     pub acked: FeatureSet,
     /// The device status byte, as the transport last reported it.
     pub device_status: u8,
-    /// Its bits by name (`ACKNOWLEDGE`, `DRIVER`, ...).
+    /// Its bits by name (`ACKNOWLEDGE`, `DRIVER`, ...; see
+    /// [`crate::virtio::transport::status::bit_names`]).
     pub device_status_names: Vec<&'static str>,
     /// The driver set DRIVER_OK and the queues run.
     pub active: bool,
@@ -108,39 +115,4 @@ pub struct NetStatus {
     pub queues: Vec<QueueStats>,
     /// The backend.
     pub backend: BackendStatus,
-}
-
-/// The names of the bits of a device status byte.
-pub fn device_status_names(status: u8) -> Vec<&'static str> {
-    use virtio_bindings::virtio_config::*;
-    [
-        (VIRTIO_CONFIG_S_ACKNOWLEDGE, "ACKNOWLEDGE"),
-        (VIRTIO_CONFIG_S_DRIVER, "DRIVER"),
-        (VIRTIO_CONFIG_S_FEATURES_OK, "FEATURES_OK"),
-        (VIRTIO_CONFIG_S_DRIVER_OK, "DRIVER_OK"),
-        (VIRTIO_CONFIG_S_NEEDS_RESET, "DEVICE_NEEDS_RESET"),
-        (VIRTIO_CONFIG_S_FAILED, "FAILED"),
-    ]
-    .into_iter()
-    .filter(|(bit, _)| u32::from(status) & bit != 0)
-    .map(|(_, name)| name)
-    .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_names() {
-        assert_eq!(device_status_names(0), Vec::<&str>::new());
-        assert_eq!(
-            device_status_names(0x0f),
-            vec!["ACKNOWLEDGE", "DRIVER", "FEATURES_OK", "DRIVER_OK"]
-        );
-        assert_eq!(
-            device_status_names(0xc0),
-            vec!["DEVICE_NEEDS_RESET", "FAILED"]
-        );
-    }
 }

@@ -261,6 +261,30 @@ fn rx_with_mrg_rxbuf_and_buffers_added_later() {
 }
 
 #[test]
+fn rx_frame_larger_than_a_ring_of_tiny_buffers_is_a_logged_fault() {
+    let m = guest_mem();
+    let mut rig = Rig::new(&m, "backend=memory");
+    rig.start(default_mask()).unwrap();
+    // 16 buffers of 32 bytes: 512 bytes in the whole ring.
+    for i in 0..16 {
+        rig.offer(0, &[(0x10_0000 + i * 0x1000, 32, W)]);
+    }
+    rig.peer.inject(&frame(1500, 1));
+    rig.peer.inject(&frame(60, 2));
+    rig.dev.process_rx().unwrap();
+    let faults = rig.log.named("guest_fault");
+    assert_eq!(faults.len(), 1, "{faults:?}");
+    assert!(faults[0]["fault"]
+        .as_str()
+        .unwrap()
+        .contains("does not fit the 16 receive buffers"));
+    // Receive goes on: the small frame took three of the buffers.
+    assert_eq!(rig.used(0), vec![(0, 32), (1, 32), (2, 8)]);
+    assert_eq!(rig.dev.status().counters.rx_frames, 1);
+    assert!(!rig.dev.needs_reset());
+}
+
+#[test]
 fn indirect_descriptors_are_followed() {
     let m = guest_mem();
     let mut rig = Rig::new(&m, "backend=memory");
@@ -730,6 +754,21 @@ fn queue_outside_guest_memory_fails_activation() {
         rig.start_with(default_mask(), queues),
         Err(ActivateError::MissingQueue(0))
     ));
+
+    // An available ring at 0, which virtio-queue cannot read: refused now
+    // rather than NEEDS_RESET on the first notification.
+    let mut rig = Rig::new(&m, "backend=memory");
+    let mut queues = rig.queues();
+    queues[1]
+        .1
+        .try_set_avail_ring_address(GuestAddress(0))
+        .unwrap();
+    let err = rig.start_with(default_mask(), queues).unwrap_err();
+    assert!(
+        matches!(&err, ActivateError::InvalidQueue(1, why) if why.contains("address 0")),
+        "{err}"
+    );
+    assert!(rig.dev.needs_reset());
 }
 
 #[test]
@@ -779,6 +818,216 @@ fn reset_in_the_middle_of_traffic() {
 }
 
 #[test]
+fn interrupts_collected_before_a_reset_are_not_raised_after_it() {
+    let m = guest_mem();
+    let mut rig = Rig::new(&m, "backend=memory");
+    rig.start(default_mask()).unwrap();
+    let limiter = crate::ratelimit::RateLimiter::new("net");
+    let collect = |rig: &Rig<'_>| {
+        let mut irqs = super::state::Irqs::default();
+        let mut st = rig.dev.shared().lock();
+        st.raise_queue(&mut irqs, 1);
+        st.raise_config(&mut irqs, "test");
+        irqs
+    };
+    // Raised after the lock, as Shared::with does.
+    collect(&rig).fire("net", &limiter);
+    assert_eq!(
+        rig.irq.take(),
+        vec![VirtioInterruptType::Config, VirtioInterruptType::Queue(1)]
+    );
+    // A reset between collecting and raising: nothing reaches the driver.
+    let stale = collect(&rig);
+    rig.dev.reset();
+    stale.fire("net", &limiter);
+    assert!(rig.irq.take().is_empty());
+    // Nor after the driver started the device again.
+    rig.start(default_mask()).unwrap();
+    let stale = collect(&rig);
+    rig.dev.reset();
+    rig.start(default_mask()).unwrap();
+    stale.fire("net", &limiter);
+    assert!(rig.irq.take().is_empty());
+    // Interrupts of the new activation go through.
+    collect(&rig).fire("net", &limiter);
+    assert_eq!(rig.irq.take().len(), 2);
+}
+
+#[test]
+fn unimplemented_bits_offered_are_named_in_the_event_log() {
+    let m = guest_mem();
+    let rig = Rig::new(
+        &m,
+        "backend=memory,features=+ring_packed,offer-unimplemented",
+    );
+    assert!(rig.dev.offered_features() & mask(34) != 0);
+    let ev = &rig.log.named("features_offered")[0];
+    assert_eq!(ev["offer_unimplemented"], true);
+    assert_eq!(ev["allow_invalid"], false);
+    assert_eq!(
+        ev["unimplemented_offered"],
+        serde_json::json!(["ring_packed"])
+    );
+}
+
+// ----- What the guest can make the VMM write -----
+
+#[test]
+fn guest_fault_allowance_is_per_device_not_per_activation() {
+    let m = guest_mem();
+    let mut rig = Rig::new(&m, "backend=memory");
+    for cycle in 0..3u64 {
+        rig.next_desc = [0; 3];
+        rig.start(default_mask()).unwrap();
+        // 20 writes to read-only config space and a runt frame, per cycle.
+        for _ in 0..20 {
+            rig.dev.write_config(STATUS_OFFSET as u64, &[0, 0]);
+        }
+        rig.offer(1, &[(0x10_0000 + cycle * 0x1000, 4, 0)]);
+        rig.dev.process_queue(1).unwrap();
+        rig.dev.reset();
+    }
+    // (The mock driver's ring keeps its index across resets, so each
+    // activation sees the earlier runts again: more than 63.)
+    assert!(rig.dev.status().counters.guest_faults >= 63, "all counted");
+    assert_eq!(
+        rig.log.named("guest_fault").len(),
+        32,
+        "32 logged in the device's life, however many activations"
+    );
+    assert_eq!(rig.log.named("guest_faults_suppressed").len(), 1);
+}
+
+#[test]
+fn guest_triggered_event_log_entries_are_rate_limited() {
+    let m = guest_mem();
+    let mut rig = Rig::new(&m, "backend=memory");
+    rig.start(default_mask()).unwrap();
+    // MAC writes: a burst gets through, the rest is counted.
+    for i in 0..1000u32 {
+        rig.dev.write_config(5, &[i as u8]);
+    }
+    let writes = rig.log.named("config_write").len();
+    assert!(
+        (32..=40).contains(&writes),
+        "{writes} config_write entries for 1000 MAC writes"
+    );
+    let suppressed = rig.dev.status().counters.events_suppressed;
+    assert_eq!(suppressed as usize + writes, 1000);
+
+    // Control commands, with a tighter limit to see the notice.
+    rig.dev.shared().lock().event_limiter =
+        crate::ratelimit::RateLimiter::with_rate("net", 3, std::time::Duration::from_millis(40));
+    for i in 0..6 {
+        rig.command(0x30_0000 + i * 0x1000, &[0, 0, 1]);
+    }
+    assert_eq!(rig.log.named("ctrl_command").len(), 3);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(
+        rig.command(0x30_7000, &[0, 0, 1]),
+        0,
+        "answered all the same"
+    );
+    let notices = rig.log.named("events_suppressed");
+    let last = notices.last().unwrap();
+    assert_eq!(
+        (&last["kind"], &last["count"]),
+        (&"ctrl_command".into(), &3.into())
+    );
+    assert_eq!(rig.log.named("ctrl_command").len(), 4);
+    // What the harness needs is never limited: every status transition.
+    for _ in 0..50 {
+        rig.dev.reset();
+        rig.next_desc = [0; 3];
+        rig.start(default_mask()).unwrap();
+    }
+    let driver_ok = rig
+        .log
+        .named("device_status")
+        .iter()
+        .filter(|e| e["set"] == serde_json::json!(["DRIVER_OK"]))
+        .count();
+    assert_eq!(driver_ok, 51);
+}
+
+#[test]
+fn failing_interrupts_are_logged_within_a_rate() {
+    struct Broken;
+    impl VirtioInterrupt for Broken {
+        fn trigger(&self, _: VirtioInterruptType) -> std::io::Result<()> {
+            Err(std::io::Error::other("no MSI route"))
+        }
+    }
+    let m = guest_mem();
+    let mut rig = Rig::new(&m, "backend=memory");
+    let queues = rig.queues();
+    let evts: Vec<EventFd> = queues
+        .iter()
+        .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
+        .collect();
+    rig.dev.set_acked_features(default_mask());
+    rig.dev
+        .activate(ActivateContext {
+            mem: m.clone(),
+            interrupt: Arc::new(Broken),
+            queues,
+            queue_evts: evts,
+        })
+        .unwrap();
+    let limiter = crate::ratelimit::RateLimiter::new("net");
+    for _ in 0..1000 {
+        let mut irqs = super::state::Irqs::default();
+        rig.dev.shared().lock().raise_queue(&mut irqs, 1);
+        irqs.fire("net", &limiter);
+    }
+    assert!(
+        limiter.suppressed() >= 1000 - 12,
+        "{}",
+        limiter.suppressed()
+    );
+}
+
+#[test]
+fn refused_features_ok_is_in_the_event_log() {
+    use crate::bus::BusDevice;
+    use crate::virtio::mmio::MmioTransport;
+    use virtio_bindings::virtio_mmio::*;
+
+    let m = guest_mem();
+    let cfg = NetConfig::parse("backend=memory,features=-mrg_rxbuf").unwrap();
+    let (backend, _peer) = MemoryBackend::pair(16).unwrap();
+    let (log, buf) = EventLog::in_memory();
+    let dev = Arc::new(Mutex::new(
+        NetDevice::new(cfg, Box::new(backend), log).unwrap(),
+    ));
+    let mut t = MmioTransport::new("net0", dev, m).unwrap();
+    let mut w = |offset: u32, v: u32| t.write(0, u64::from(offset), &v.to_le_bytes());
+    let acked = default_mask() | mask(VIRTIO_NET_F_MRG_RXBUF);
+    w(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+    w(
+        VIRTIO_MMIO_STATUS,
+        VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER,
+    );
+    w(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+    w(VIRTIO_MMIO_DRIVER_FEATURES, acked as u32);
+    w(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+    w(VIRTIO_MMIO_DRIVER_FEATURES, (acked >> 32) as u32);
+    w(
+        VIRTIO_MMIO_STATUS,
+        VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK,
+    );
+    let ev = buf.named("features_refused");
+    assert_eq!(ev.len(), 1, "{:?}", buf.events());
+    assert_eq!(ev[0]["acked"]["value"], acked);
+    assert_eq!(
+        ev[0]["offered"]["value"],
+        default_mask() & !mask(VIRTIO_NET_F_MRG_RXBUF)
+    );
+    assert_eq!(ev[0]["not_offered"], serde_json::json!(["mrg_rxbuf"]));
+    assert!(buf.named("features_acked").is_empty());
+}
+
+#[test]
 fn unoffered_acked_features_are_masked() {
     let m = guest_mem();
     let mut rig = Rig::new(&m, "features=-status");
@@ -823,6 +1072,39 @@ fn event_manager_drives_queues_backend_and_reset() {
     assert_eq!(em.run_with_timeout(50).unwrap(), 0);
     assert!(rig.peer.take_sent().is_empty());
     assert!(rig.evts.iter().all(|e| e.as_raw_fd() > 0));
+}
+
+#[test]
+fn a_driver_that_keeps_posting_gets_one_budget_per_event_loop_iteration() {
+    let m = guest_mem();
+    let mut rig = Rig::new(&m, "backend=memory");
+    // Every frame sent puts the chain back, 1000 times: a second vCPU
+    // that posts as fast as the device uses.
+    let guest = test_util::Reposter::new(&m, &rig.tx, 0, 1000);
+    let cfg = NetConfig::parse("backend=memory").unwrap();
+    rig.dev = NetDevice::new(cfg, Box::new(guest), EventLog::disabled()).unwrap();
+    let mut em = EventManager::<Arc<Mutex<NetEventHandler>>>::new().unwrap();
+    em.add_subscriber(Arc::new(Mutex::new(rig.dev.event_handler())));
+    rig.start(default_mask()).unwrap();
+    rig.send(0x10_0000, NetHdr::default(), &frame(60, 1));
+    let budget = u64::from(super::pass::BUDGET);
+    let mut sent = Vec::new();
+    for _ in 0..5 {
+        em.run_with_timeout(100).unwrap();
+        // The pass let go of the device between iterations: the control
+        // socket's status request gets through.
+        sent.push(rig.dev.status().counters.tx_frames);
+    }
+    assert_eq!(
+        sent,
+        vec![budget, 2 * budget, 3 * budget, 1001, 1001],
+        "one budget per iteration, the rest in the following ones"
+    );
+    assert_eq!(
+        em.run_with_timeout(50).unwrap(),
+        0,
+        "then the loop is quiet"
+    );
 }
 
 #[test]

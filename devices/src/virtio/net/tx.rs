@@ -9,13 +9,14 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
     VIRTIO_NET_HDR_GSO_UDP,
 };
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use super::chain::{self, ChainBuf, GuestFault, RingError};
 use super::features::has;
-use super::pass::{self, Faults, Negotiated, Pass};
+use super::pass::{self, Faults, Negotiated, Pass, Step};
 use super::status::Counters;
+use crate::error::display_chain;
 use crate::net::hdr::HDR_LEN;
 use crate::net::{Backend, NetHdr, SendOutcome, MAX_FRAME_LEN};
 
@@ -125,24 +126,15 @@ fn send_one(
         Ok(SendOutcome::Dropped) => counters.tx_dropped += 1,
         Err(e) => {
             counters.tx_errors += 1;
-            scratch.last_error = Some(format!("{e}: {}", error_chain(&e)));
+            scratch.last_error = Some(display_chain(&e));
         }
     }
     Ok(())
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = String::new();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
-/// Sends every frame available on transmit queue `qidx`; with the link
-/// down the frames are dropped (and counted), as a NIC without carrier does.
+/// Sends the frames available on transmit queue `qidx`, up to
+/// [`pass::BUDGET`] of them (see [`pass::drain`]); with the link down the
+/// frames are dropped (and counted), as a NIC without carrier does.
 #[allow(clippy::too_many_arguments)]
 pub fn process_tx(
     q: &mut Queue,
@@ -155,24 +147,20 @@ pub fn process_tx(
     counters: &mut Counters,
     faults: &mut Faults,
 ) -> Result<Pass, RingError> {
-    let mut out = Pass::default();
-    loop {
-        pass::disable_notification(q, mem, qidx)?;
-        while let Some(c) = chain::pop(q, mem, qidx)? {
-            chain::walk(c, mem, &mut scratch.chain)?;
-            if let Err(fault) = send_one(mem, neg, link_up, backend, scratch, counters) {
-                counters.guest_faults += 1;
-                faults.push(fault);
-            }
-            chain::add_used(q, mem, qidx, scratch.chain.head, 0)?;
-            out.used += 1;
+    pass::drain(q, mem, qidx, neg, pass::BUDGET, |q| {
+        let Some(c) = chain::pop(q, mem, qidx)? else {
+            return Ok(Step::RingEmpty {
+                seen: q.next_avail(),
+            });
+        };
+        chain::walk(c, mem, &mut scratch.chain)?;
+        if let Err(fault) = send_one(mem, neg, link_up, backend, scratch, counters) {
+            counters.guest_faults += 1;
+            faults.push(fault);
         }
-        if !pass::enable_notification(q, mem, qidx)? {
-            break;
-        }
-    }
-    out.interrupt = out.used > 0 && pass::needs_interrupt(q, mem, neg, qidx)?;
-    Ok(out)
+        chain::add_used(q, mem, qidx, scratch.chain.head, 0)?;
+        Ok(Step::Did { used: 1 })
+    })
 }
 
 #[cfg(test)]
@@ -350,6 +338,93 @@ mod tests {
         let mut q = test_util::queue(&vq);
         rig.run(&mut q, &m, default_mask());
         assert_eq!(rig.peer.take_sent().len(), 1);
+    }
+
+    #[test]
+    fn a_driver_that_keeps_posting_cannot_hold_a_pass() {
+        let m = mem();
+        let vq = MockSplitQueue::new(&m, 16);
+        vq.build_desc_chain(&[RawDescriptor::from(Descriptor::new(0x4000, 72, 0, 0))])
+            .unwrap();
+        let mut q = test_util::queue(&vq);
+        let mut rig = Rig::new();
+        let mut guest = test_util::Reposter::new(&m, &vq, 0, u64::MAX);
+        let neg = Negotiated::new(default_mask());
+        let mut run = |q: &mut Queue, guest: &mut test_util::Reposter| {
+            process_tx(
+                q,
+                1,
+                &m,
+                &neg,
+                true,
+                guest,
+                &mut rig.scratch,
+                &mut rig.counters,
+                &mut rig.faults,
+            )
+            .unwrap()
+        };
+        // The pass returns after its budget although the ring never
+        // empties, and says there is more.
+        let pass = run(&mut q, &mut guest);
+        assert_eq!(pass.used, pass::BUDGET);
+        assert!(pass.more);
+        // The rest is processed by the next passes; once the driver stops
+        // posting, a pass ends with the ring empty and nothing more.
+        assert!(run(&mut q, &mut guest).more);
+        guest.left = 10;
+        let pass = run(&mut q, &mut guest);
+        assert_eq!((pass.used, pass.more), (11, false));
+        let used_idx: u16 = m
+            .read_obj(GuestAddress(test_util::used_addr(&vq).0 + 2))
+            .unwrap();
+        assert_eq!(used_idx, 2 * pass::BUDGET as u16 + 11);
+    }
+
+    /// A backend whose every send fails.
+    struct Failing;
+
+    impl Backend for Failing {
+        fn describe(&self) -> String {
+            "failing".into()
+        }
+
+        fn send(&mut self, _: &NetHdr, _: &[u8]) -> crate::net::Result<SendOutcome> {
+            Err(crate::net::BackendError::Send(std::io::Error::other(
+                "boom",
+            )))
+        }
+
+        fn recv(&mut self, _: &mut [u8]) -> crate::net::Result<Option<(NetHdr, usize)>> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn backend_errors_keep_their_cause() {
+        let m = mem();
+        let vq = MockSplitQueue::new(&m, 16);
+        vq.build_desc_chain(&[RawDescriptor::from(Descriptor::new(0x4000, 72, 0, 0))])
+            .unwrap();
+        let mut q = test_util::queue(&vq);
+        let mut rig = Rig::new();
+        process_tx(
+            &mut q,
+            1,
+            &m,
+            &Negotiated::new(default_mask()),
+            true,
+            &mut Failing,
+            &mut rig.scratch,
+            &mut rig.counters,
+            &mut rig.faults,
+        )
+        .unwrap();
+        assert_eq!(rig.counters.tx_errors, 1);
+        assert_eq!(
+            rig.scratch.last_error.as_deref(),
+            Some("cannot send a frame: boom")
+        );
     }
 
     #[test]

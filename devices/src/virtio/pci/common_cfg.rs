@@ -4,10 +4,8 @@
 
 use super::interrupt::VirtioPciInterrupt;
 use super::layout::{common::*, COMMON_CFG_SIZE, VIRTIO_MSI_NO_VECTOR};
-use crate::virtio::transport::{RingArea, StatusWrite, TransportState};
-
-const LO: u64 = 0xffff_ffff;
-const HI: u64 = 0xffff_ffff_0000_0000;
+use crate::ratelimit::limited;
+use crate::virtio::transport::{AddrPart, RingArea, StatusWrite, TransportState};
 
 /// The registers as the driver would read them now.
 fn image(state: &TransportState, irq: &VirtioPciInterrupt) -> [u8; COMMON_CFG_SIZE as usize] {
@@ -63,7 +61,10 @@ pub fn read(state: &TransportState, irq: &VirtioPciInterrupt, offset: u64, data:
 pub fn write(state: &mut TransportState, irq: &VirtioPciInterrupt, offset: u64, data: &[u8]) {
     let mut buf = [0u8; 8];
     let Some(dst) = buf.get_mut(..data.len()) else {
-        log::warn!(
+        limited!(
+            state.limiter(),
+            "bad_access",
+            log::Level::Warn,
             "{}: {}-byte common configuration write at {offset:#x}; ignored",
             state.label(),
             data.len()
@@ -73,6 +74,8 @@ pub fn write(state: &mut TransportState, irq: &VirtioPciInterrupt, offset: u64, 
     dst.copy_from_slice(data);
     let v = u64::from_le_bytes(buf);
     let sel = state.queue_select() as usize;
+    use AddrPart::{Full, High, Low};
+    use RingArea::{Avail, Desc, Used};
     match (offset, data.len()) {
         (DFSELECT, 4) => state.set_device_features_select(v as u32),
         (GFSELECT, 4) => state.set_driver_features_select(v as u32),
@@ -89,7 +92,10 @@ pub fn write(state: &mut TransportState, irq: &VirtioPciInterrupt, offset: u64, 
             if state.selected_queue().is_some() {
                 irq.set_queue_vector(sel, v as u16);
             } else {
-                log::warn!(
+                limited!(
+                    state.limiter(),
+                    "bad_register",
+                    log::Level::Warn,
                     "{}: MSI-X vector written for queue {sel}, which does not exist; ignored",
                     state.label()
                 );
@@ -101,29 +107,40 @@ pub fn write(state: &mut TransportState, irq: &VirtioPciInterrupt, offset: u64, 
             } else {
                 // virtio 1.2 section 4.1.4.3.2: the driver MUST NOT write
                 // 0 to queue_enable.
-                log::warn!(
+                limited!(
+                    state.limiter(),
+                    "bad_register",
+                    log::Level::Warn,
                     "{}: queue_enable {v} written for queue {sel}; only 1 is allowed, ignored",
                     state.label()
                 );
             }
         }
-        (Q_DESCLO, 8) => state.write_queue_addr(RingArea::Desc, v, u64::MAX),
-        (Q_DESCLO, 4) => state.write_queue_addr(RingArea::Desc, v, LO),
-        (Q_DESCHI, 4) => state.write_queue_addr(RingArea::Desc, v << 32, HI),
-        (Q_AVAILLO, 8) => state.write_queue_addr(RingArea::Avail, v, u64::MAX),
-        (Q_AVAILLO, 4) => state.write_queue_addr(RingArea::Avail, v, LO),
-        (Q_AVAILHI, 4) => state.write_queue_addr(RingArea::Avail, v << 32, HI),
-        (Q_USEDLO, 8) => state.write_queue_addr(RingArea::Used, v, u64::MAX),
-        (Q_USEDLO, 4) => state.write_queue_addr(RingArea::Used, v, LO),
-        (Q_USEDHI, 4) => state.write_queue_addr(RingArea::Used, v << 32, HI),
-        (DF | NUMQ | CFGGENERATION | Q_NOFF, _) => log::warn!(
+        (Q_DESCLO, 8) => state.write_queue_addr(Desc, Full, v),
+        (Q_DESCLO, 4) => state.write_queue_addr(Desc, Low, v),
+        (Q_DESCHI, 4) => state.write_queue_addr(Desc, High, v),
+        (Q_AVAILLO, 8) => state.write_queue_addr(Avail, Full, v),
+        (Q_AVAILLO, 4) => state.write_queue_addr(Avail, Low, v),
+        (Q_AVAILHI, 4) => state.write_queue_addr(Avail, High, v),
+        (Q_USEDLO, 8) => state.write_queue_addr(Used, Full, v),
+        (Q_USEDLO, 4) => state.write_queue_addr(Used, Low, v),
+        (Q_USEDHI, 4) => state.write_queue_addr(Used, High, v),
+        (DF | NUMQ | CFGGENERATION | Q_NOFF, _) => limited!(
+            state.limiter(),
+            "bad_register",
+            log::Level::Warn,
             "{}: write to read-only common configuration field {offset:#x}; ignored",
             state.label()
         ),
-        _ => log::warn!(
-            "{}: {}-byte common configuration write at {offset:#x} does not match a field; ignored",
-            state.label(),
-            data.len()
-        ),
+        _ => {
+            limited!(
+                state.limiter(),
+                "bad_access",
+                log::Level::Warn,
+                "{}: {}-byte common configuration write at {offset:#x} does not match a field; ignored",
+                state.label(),
+                data.len()
+            )
+        }
     }
 }

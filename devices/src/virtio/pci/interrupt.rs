@@ -10,6 +10,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::layout::VIRTIO_MSI_NO_VECTOR;
 use crate::pci::{MsiSender, Msix};
+use crate::ratelimit::{limited, RateLimiter};
 use crate::virtio::{VirtioInterrupt, VirtioInterruptType};
 
 /// ISR bit 0: a queue was used.
@@ -28,6 +29,7 @@ pub struct VirtioPciInterrupt {
     msix: Mutex<Msix>,
     intx_evt: EventFd,
     intx_disabled: AtomicBool,
+    limiter: RateLimiter,
 }
 
 impl std::fmt::Debug for VirtioPciInterrupt {
@@ -51,6 +53,7 @@ impl VirtioPciInterrupt {
     ) -> std::io::Result<Self> {
         Ok(Self {
             msix: Mutex::new(Msix::new(label.clone(), num_vectors, msi)),
+            limiter: RateLimiter::new(label.clone()),
             label,
             isr: AtomicU8::new(0),
             config_vector: AtomicU16::new(VIRTIO_MSI_NO_VECTOR),
@@ -64,7 +67,7 @@ impl VirtioPciInterrupt {
 
     /// The MSI-X table and pending bits.
     pub fn msix(&self) -> MutexGuard<'_, Msix> {
-        self.msix.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.msix)
     }
 
     /// The eventfd written to raise INTx; bind it to the GSI of the slot's
@@ -120,7 +123,10 @@ impl VirtioPciInterrupt {
     // learn that the mapping failed.
     fn checked_vector(&self, v: u16) -> u16 {
         if v != VIRTIO_MSI_NO_VECTOR && v >= self.msix().num_vectors() {
-            log::warn!(
+            limited!(
+                self.limiter,
+                "bad_vector",
+                log::Level::Warn,
                 "{}: MSI-X vector {v} does not exist ({} vectors); mapping refused",
                 self.label,
                 self.msix().num_vectors()

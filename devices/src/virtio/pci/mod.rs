@@ -34,12 +34,14 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use self::layout::*;
-use super::transport::{lock_device, QueueNotifier, TransportError, TransportState};
+use super::transport::{QueueNotifier, TransportError, TransportState};
 use super::{VirtioDevice, VirtioInterrupt};
 use crate::pci::regs::{COMMAND, COMMAND_INTX_DISABLE, COMMAND_MEMORY, STATUS, STATUS_INTERRUPT};
 use crate::pci::{
     BarKind, BarRange, MsiSender, PciConfigError, PciConfigSpace, PciDevice, PciHeader,
 };
+use crate::ratelimit::limited;
+use crate::sync::lock;
 
 /// Why a virtio-pci function could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +115,7 @@ impl VirtioPciDevice {
     ) -> Result<Self> {
         let label = format!("virtio-pci {name}");
         let (device_type, num_queues) = {
-            let d = lock_device(&device);
+            let d = lock(&device);
             (d.device_type(), d.queue_max_sizes().len())
         };
         let device_id = u16::try_from(device_type)
@@ -223,7 +225,10 @@ impl VirtioPciDevice {
             && offset % len as u64 == 0
             && offset + len as u64 <= BAR_SIZE;
         if !valid {
-            log::warn!(
+            limited!(
+                self.state.limiter(),
+                "pci_cfg_window",
+                log::Level::Warn,
                 "{}: PCI configuration access window used with bar {bar}, offset {offset:#x}, length {len}; ignored",
                 self.state.label()
             );
@@ -289,11 +294,17 @@ impl VirtioPciDevice {
                 self.state.notify(queue as u32);
             }
             Some((Region::MsixTable, rel)) => self.interrupt.msix().write_table(rel, data),
-            Some((region, rel)) => log::warn!(
+            Some((region, rel)) => limited!(
+                self.state.limiter(),
+                "bad_access",
+                log::Level::Warn,
                 "{label}: {}-byte write at {rel:#x} of {region:?}, which takes no such write; ignored",
                 data.len()
             ),
-            None => log::warn!(
+            None => limited!(
+                self.state.limiter(),
+                "bad_access",
+                log::Level::Warn,
                 "{label}: {}-byte BAR write at {offset:#x} outside any structure; ignored",
                 data.len()
             ),
@@ -328,7 +339,10 @@ impl PciDevice for VirtioPciDevice {
                 Some((bar_offset, len)) if rel == 0 && data.len() >= len => {
                     self.write_bar_region(bar_offset, &data[..len]);
                 }
-                Some((_, len)) => log::warn!(
+                Some((_, len)) => limited!(
+                    self.state.limiter(),
+                    "pci_cfg_window",
+                    log::Level::Warn,
                     "{}: {}-byte write at byte {rel} of the PCI configuration access window, which needs {len} bytes at byte 0; ignored",
                     self.state.label(),
                     data.len()

@@ -11,7 +11,7 @@ pub mod status;
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub use queue::{QueueConfig, QueueConfigError, RingArea};
+pub use queue::{AddrPart, QueueConfig, QueueConfigError, RingArea};
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -20,6 +20,8 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{ActivateContext, ActivateError, VirtioDevice, VirtioInterrupt, VirtioInterruptType};
+use crate::ratelimit::{limited, RateLimiter};
+use crate::sync::lock;
 
 /// The largest queue size a split virtqueue may have.
 pub const MAX_QUEUE_SIZE: u16 = 32768;
@@ -76,14 +78,6 @@ pub struct QueueNotifier {
     pub evt: EventFd,
 }
 
-/// Locks a device, recovering it if another thread panicked while holding
-/// the lock (the panic itself is reported by that thread).
-pub(crate) fn lock_device(
-    device: &Arc<Mutex<dyn VirtioDevice>>,
-) -> MutexGuard<'_, dyn VirtioDevice + 'static> {
-    device.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Transport-independent driver-facing state of one virtio device.
 pub struct TransportState {
     label: String,
@@ -101,6 +95,8 @@ pub struct TransportState {
     queue_sel: u32,
     queues: Vec<QueueConfig>,
     queue_evts: Vec<EventFd>,
+    // The guest decides how often the warnings here happen.
+    limiter: RateLimiter,
 }
 
 impl std::fmt::Debug for TransportState {
@@ -130,7 +126,7 @@ impl TransportState {
         interrupt: Arc<dyn VirtioInterrupt>,
         max_queues: usize,
     ) -> Result<Self, TransportError> {
-        let max_sizes = lock_device(&device).queue_max_sizes().to_vec();
+        let max_sizes = lock(&device).queue_max_sizes().to_vec();
         if max_sizes.len() > max_queues {
             return Err(TransportError::TooManyQueues(max_sizes.len(), max_queues));
         }
@@ -144,6 +140,7 @@ impl TransportState {
             queue_evts.push(EventFd::new(EFD_NONBLOCK).map_err(TransportError::EventFd)?);
         }
         Ok(Self {
+            limiter: RateLimiter::new(label.clone()),
             label,
             device,
             mem,
@@ -165,9 +162,16 @@ impl TransportState {
         &self.label
     }
 
+    /// The rate limit for log lines the driver's accesses cause (bad
+    /// registers, refused writes); the transports' register code uses it
+    /// too.
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+
     /// The virtio device.
     pub fn device(&self) -> MutexGuard<'_, dyn VirtioDevice + 'static> {
-        lock_device(&self.device)
+        lock(&self.device)
     }
 
     /// The device status as the driver reads it: the bits it set, plus
@@ -245,7 +249,10 @@ impl TransportState {
             return StatusWrite::Reset;
         }
         if value & !status::DRIVER_BITS != 0 {
-            log::warn!(
+            limited!(
+                self.limiter,
+                "status_reserved_bits",
+                log::Level::Warn,
                 "{}: the driver wrote reserved or device-owned status bits {:#04x}; ignoring them",
                 self.label,
                 value & !status::DRIVER_BITS
@@ -253,7 +260,10 @@ impl TransportState {
         }
         let value = value & status::DRIVER_BITS;
         if value & self.status != self.status {
-            log::warn!(
+            limited!(
+                self.limiter,
+                "status_refused",
+                log::Level::Warn,
                 "{}: the driver tried to clear status bits ({} -> {}) without a reset; refused",
                 self.label,
                 status::names(self.status),
@@ -266,7 +276,10 @@ impl TransportState {
             return StatusWrite::Unchanged;
         }
         if self.status & status::FAILED != 0 {
-            log::warn!(
+            limited!(
+                self.limiter,
+                "status_refused",
+                log::Level::Warn,
                 "{}: the driver set {} after FAILED without a reset; refused",
                 self.label,
                 status::names(added)
@@ -274,7 +287,13 @@ impl TransportState {
             return StatusWrite::Unchanged;
         }
         if added & status::FAILED != 0 {
-            log::warn!("{}: the driver gave up on the device (FAILED)", self.label);
+            limited!(
+                self.limiter,
+                "status_failed",
+                log::Level::Warn,
+                "{}: the driver gave up on the device (FAILED)",
+                self.label
+            );
             self.status |= status::FAILED;
             self.report(old, self.status());
             return StatusWrite::Changed;
@@ -287,7 +306,10 @@ impl TransportState {
         .into_iter()
         .find(|&(bit, needed)| value & bit != 0 && value & needed == 0);
         if let Some((bit, needed)) = missing {
-            log::warn!(
+            limited!(
+                self.limiter,
+                "status_refused",
+                log::Level::Warn,
                 "{}: the driver set {} without {}; refused",
                 self.label,
                 status::names(bit),
@@ -319,11 +341,16 @@ impl TransportState {
         let offered = self.device().offered_features();
         let unoffered = self.driver_features & !offered;
         if unoffered != 0 {
-            log::warn!(
+            limited!(
+                self.limiter,
+                "features_refused",
+                log::Level::Warn,
                 "{}: FEATURES_OK refused: the driver acked {:#x}, which includes {unoffered:#x} that the device did not offer ({offered:#x})",
                 self.label,
                 self.driver_features
             );
+            let acked = self.driver_features;
+            self.device().features_refused(acked);
             return false;
         }
         log::info!(
@@ -343,7 +370,13 @@ impl TransportState {
                 log::info!("{}: device activated", self.label);
             }
             Err(e) => {
-                log::error!("{}: the device cannot start: {e}", self.label);
+                limited!(
+                    self.limiter,
+                    "activate_failed",
+                    log::Level::Error,
+                    "{}: the device cannot start: {e}",
+                    self.label
+                );
                 let old = self.status();
                 self.needs_reset = true;
                 self.report(old, self.status());
@@ -351,7 +384,10 @@ impl TransportState {
                 // sets DEVICE_NEEDS_RESET sends a configuration change
                 // notification.
                 if let Err(e) = self.interrupt.trigger(VirtioInterruptType::Config) {
-                    log::error!(
+                    limited!(
+                        self.limiter,
+                        "interrupt_failed",
+                        log::Level::Error,
                         "{}: cannot raise the configuration interrupt: {e}",
                         self.label
                     );
@@ -456,7 +492,10 @@ impl TransportState {
     /// between DRIVER and FEATURES_OK.
     pub fn write_driver_features(&mut self, value: u32) {
         if self.status & (status::DRIVER | status::FEATURES_OK | status::FAILED) != status::DRIVER {
-            log::warn!(
+            limited!(
+                self.limiter,
+                "driver_features_refused",
+                log::Level::Warn,
                 "{}: driver features {value:#010x} (select {}) written in status {}; ignored",
                 self.label,
                 self.driver_features_sel,
@@ -468,7 +507,10 @@ impl TransportState {
             0 => 0,
             1 => 32,
             sel => {
-                log::warn!(
+                limited!(
+                    self.limiter,
+                    "driver_features_refused",
+                    log::Level::Warn,
                     "{}: driver features {value:#010x} written with select {sel}; no such feature bits",
                     self.label
                 );
@@ -503,7 +545,10 @@ impl TransportState {
             == status::FEATURES_OK
             && !self.needs_reset;
         if !allowed {
-            log::warn!(
+            limited!(
+                self.limiter,
+                "queue_setup_refused",
+                log::Level::Warn,
                 "{}: queue {sel} {what} written in status {}; ignored (queues are set up between FEATURES_OK and DRIVER_OK)",
                 self.label,
                 status::names(self.status)
@@ -513,33 +558,51 @@ impl TransportState {
         let label = &self.label;
         let queue = self.queues.get_mut(sel as usize);
         if queue.is_none() {
-            log::warn!("{label}: queue {sel} {what} written, but there is no queue {sel}; ignored");
+            limited!(
+                self.limiter,
+                "queue_setup_refused",
+                log::Level::Warn,
+                "{label}: queue {sel} {what} written, but there is no queue {sel}; ignored"
+            );
         }
         queue
     }
 
     /// The driver writes the selected queue's size.
     pub fn write_queue_size(&mut self, size: u32) {
-        let label = self.label.clone();
-        if let Some(q) = self.configurable_queue("size") {
-            if let Err(e) = q.set_size(size) {
-                log::warn!("{label}: queue size refused: {e}");
-            }
+        if let Some(Err(e)) = self.configurable_queue("size").map(|q| q.set_size(size)) {
+            limited!(
+                self.limiter,
+                "queue_setup_refused",
+                log::Level::Warn,
+                "{}: queue size refused: {e}",
+                self.label
+            );
         }
     }
 
     /// The driver enables (or disables) the selected queue.
     pub fn write_queue_ready(&mut self, ready: bool) {
+        // After a reset no queue is enabled, so disabling one changes
+        // nothing: Linux's virtio-mmio driver does it for every queue when it
+        // tears a device down (vm_del_vq, after the reset). Not a warning.
+        if !ready && self.status == 0 {
+            log::debug!(
+                "{}: queue {} disabled after reset",
+                self.label,
+                self.queue_sel
+            );
+            return;
+        }
         if let Some(q) = self.configurable_queue("ready") {
             q.set_ready(ready);
         }
     }
 
-    /// The driver writes the bits `mask` of one ring address of the
-    /// selected queue.
-    pub fn write_queue_addr(&mut self, area: RingArea, value: u64, mask: u64) {
+    /// The driver writes `part` of one ring address of the selected queue.
+    pub fn write_queue_addr(&mut self, area: RingArea, part: AddrPart, value: u64) {
         if let Some(q) = self.configurable_queue("address") {
-            q.set_addr(area, value, mask);
+            q.set_addr(area, part, value);
         }
     }
 
@@ -548,7 +611,10 @@ impl TransportState {
     /// queues that do not exist or were not enabled.
     pub fn notify(&self, queue: u32) {
         if !self.activated {
-            log::warn!(
+            limited!(
+                self.limiter,
+                "notify_ignored",
+                log::Level::Warn,
                 "{}: notification of queue {queue} in status {} (before DRIVER_OK or after a failed activation); ignored",
                 self.label,
                 status::names(self.status())
@@ -558,14 +624,26 @@ impl TransportState {
         match self.queues.get(queue as usize) {
             Some(q) if q.ready() => {
                 if let Err(e) = self.queue_evts[queue as usize].write(1) {
-                    log::error!("{}: cannot signal queue {queue}: {e}", self.label);
+                    limited!(
+                        self.limiter,
+                        "notify_failed",
+                        log::Level::Error,
+                        "{}: cannot signal queue {queue}: {e}",
+                        self.label
+                    );
                 }
             }
-            Some(_) => log::warn!(
+            Some(_) => limited!(
+                self.limiter,
+                "notify_ignored",
+                log::Level::Warn,
                 "{}: notification of queue {queue}, which the driver did not enable; ignored",
                 self.label
             ),
-            None => log::warn!(
+            None => limited!(
+                self.limiter,
+                "notify_ignored",
+                log::Level::Warn,
                 "{}: notification of queue {queue}, which does not exist; ignored",
                 self.label
             ),

@@ -16,6 +16,31 @@ pub enum RingArea {
     Used,
 }
 
+/// Which part of a 64-bit ring address a register write replaces: the
+/// transports' registers are 32-bit halves (virtio-mmio, virtio-pci) or the
+/// whole address (a 64-bit virtio-pci access).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddrPart {
+    /// Bits 0-31; the value is the register's 32 bits.
+    Low,
+    /// Bits 32-63; the value is the register's 32 bits, not shifted.
+    High,
+    /// All 64 bits.
+    Full,
+}
+
+impl AddrPart {
+    /// `addr` with this part replaced by `value`.
+    pub fn apply(self, addr: u64, value: u64) -> u64 {
+        const LOW: u64 = 0xffff_ffff;
+        match self {
+            Self::Low => (addr & !LOW) | (value & LOW),
+            Self::High => (addr & LOW) | (value << 32),
+            Self::Full => value,
+        }
+    }
+}
+
 /// Why a configured queue cannot be handed to the device.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum QueueConfigError {
@@ -30,6 +55,11 @@ pub enum QueueConfigError {
     /// A ring lies partly or wholly outside guest memory.
     #[error("its rings are not inside guest memory")]
     OutsideMemory,
+    /// The available ring is at guest address 0. The spec allows any
+    /// address, but virtio-queue takes 0 to mean "not set up" and refuses
+    /// to read such a ring, so the queue would break on first use.
+    #[error("its available ring is at guest address 0, which the spec allows but this device cannot use (virtio-queue treats an available ring at 0 as not configured)")]
+    AvailRingAtZero,
 }
 
 /// The registers of one queue. Addresses are kept exactly as the driver
@@ -112,15 +142,14 @@ impl QueueConfig {
         self.ready = ready;
     }
 
-    /// Replaces the bits of a ring address selected by `mask` with those of
-    /// `value` (a low or high half, or the whole address).
-    pub fn set_addr(&mut self, area: RingArea, value: u64, mask: u64) {
+    /// Replaces `part` of a ring address with `value`.
+    pub fn set_addr(&mut self, area: RingArea, part: AddrPart, value: u64) {
         let field = match area {
             RingArea::Desc => &mut self.desc,
             RingArea::Avail => &mut self.avail,
             RingArea::Used => &mut self.used,
         };
-        *field = (*field & !mask) | (value & mask);
+        *field = part.apply(*field, value);
     }
 
     /// Builds the queue the device will use, checking the size, the ring
@@ -128,6 +157,9 @@ impl QueueConfig {
     pub fn build(&self, mem: &GuestMemoryMmap, event_idx: bool) -> Result<Queue, QueueConfigError> {
         if let Some(size) = self.refused_size {
             return Err(QueueConfigError::RefusedSize(size, self.max_size));
+        }
+        if self.avail == 0 {
+            return Err(QueueConfigError::AvailRingAtZero);
         }
         let state = QueueState {
             max_size: self.max_size,
@@ -172,9 +204,9 @@ mod tests {
     fn refused_size_blocks_activation_until_corrected() {
         let mut q = QueueConfig::new(16);
         q.set_ready(true);
-        q.set_addr(RingArea::Desc, 0x1000, u64::MAX);
-        q.set_addr(RingArea::Avail, 0x2000, u64::MAX);
-        q.set_addr(RingArea::Used, 0x3000, u64::MAX);
+        q.set_addr(RingArea::Desc, AddrPart::Full, 0x1000);
+        q.set_addr(RingArea::Avail, AddrPart::Full, 0x2000);
+        q.set_addr(RingArea::Used, AddrPart::Full, 0x3000);
         q.set_size(7).unwrap_err();
         assert_eq!(
             q.build(&mem(), false).unwrap_err(),
@@ -190,22 +222,44 @@ mod tests {
     fn halves_and_bad_rings() {
         let mut q = QueueConfig::new(16);
         q.set_ready(true);
-        q.set_addr(RingArea::Desc, 0x1234_5678_0000_0000, 0xffff_ffff_0000_0000);
-        q.set_addr(RingArea::Desc, 0x9000, 0xffff_ffff);
+        q.set_addr(RingArea::Desc, AddrPart::High, 0x1234_5678);
+        q.set_addr(RingArea::Desc, AddrPart::Low, 0x9000);
         assert_eq!(q.addr(RingArea::Desc), 0x1234_5678_0000_9000);
-        q.set_addr(RingArea::Avail, 0x2000, u64::MAX);
-        q.set_addr(RingArea::Used, 0x3000, u64::MAX);
+        // Halves in the other order, and a low half that is replaced.
+        q.set_addr(RingArea::Avail, AddrPart::Low, 0xdead_0000);
+        q.set_addr(RingArea::Avail, AddrPart::High, 0x1);
+        q.set_addr(RingArea::Avail, AddrPart::Low, 0x2000);
+        assert_eq!(q.addr(RingArea::Avail), 0x1_0000_2000);
+        q.set_addr(RingArea::Avail, AddrPart::Full, 0x2000);
+        q.set_addr(RingArea::Used, AddrPart::Full, 0x3000);
         assert_eq!(
             q.build(&mem(), false).unwrap_err(),
             QueueConfigError::OutsideMemory
         );
         // A misaligned descriptor table.
-        q.set_addr(RingArea::Desc, 0x1008, u64::MAX);
+        q.set_addr(RingArea::Desc, AddrPart::Full, 0x1008);
         assert!(matches!(
             q.build(&mem(), false),
             Err(QueueConfigError::Invalid(_))
         ));
         q.reset();
         assert_eq!(q, QueueConfig::new(16));
+    }
+
+    #[test]
+    fn available_ring_at_zero_is_refused_with_the_reason() {
+        let mut q = QueueConfig::new(16);
+        q.set_ready(true);
+        q.set_addr(RingArea::Desc, AddrPart::Full, 0x1000);
+        q.set_addr(RingArea::Avail, AddrPart::Full, 0);
+        q.set_addr(RingArea::Used, AddrPart::Full, 0x3000);
+        let err = q.build(&mem(), false).unwrap_err();
+        assert_eq!(err, QueueConfigError::AvailRingAtZero);
+        assert!(err.to_string().contains("virtio-queue"), "{err}");
+        // Only the available ring has the limitation.
+        q.set_addr(RingArea::Desc, AddrPart::Full, 0);
+        q.set_addr(RingArea::Avail, AddrPart::Full, 0x1000);
+        q.set_addr(RingArea::Used, AddrPart::Full, 0x2000);
+        q.build(&mem(), false).unwrap();
     }
 }

@@ -30,6 +30,8 @@ pub struct Dummy {
     pub fail_activation: bool,
     pub needs_reset: bool,
     pub acked: Option<u64>,
+    /// The feature sets of refused FEATURES_OK writes.
+    pub refused: Vec<u64>,
     pub activations: Vec<Activation>,
     pub resets: usize,
     pub transitions: Vec<(u8, u8)>,
@@ -50,6 +52,7 @@ impl Dummy {
             fail_activation: false,
             needs_reset: false,
             acked: None,
+            refused: Vec::new(),
             activations: Vec::new(),
             resets: 0,
             transitions: Vec::new(),
@@ -84,6 +87,10 @@ impl VirtioDevice for Dummy {
 
     fn set_acked_features(&mut self, acked: u64) {
         self.acked = Some(acked);
+    }
+
+    fn features_refused(&mut self, acked: u64) {
+        self.refused.push(acked);
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
