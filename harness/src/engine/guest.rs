@@ -36,7 +36,8 @@ fn variant(driver: Driver) -> DriverVariant {
 }
 
 /// Builds (or finds in the cache) the guest of `scenario`. The first use
-/// downloads Debian packages; the test kernel's first build takes minutes.
+/// downloads Debian packages; the test kernel's first build takes minutes,
+/// which is why the engines build their guests in `Engine::prepare`.
 pub fn guest_files(
     scenario: &Scenario,
     compression: InitramfsCompression,
@@ -77,4 +78,21 @@ pub fn guest_files(
         load_modules: true,
         acpi: true,
     })
+}
+
+/// Builds the guests of `scenarios` ahead of their deadlines, each kernel
+/// and driver pair once.
+pub fn prepare_guests(
+    scenarios: &[&Scenario],
+    compression: InitramfsCompression,
+) -> Result<(), EngineError> {
+    let mut done: Vec<(Kernel, Driver)> = Vec::new();
+    for s in scenarios {
+        let key = (s.guest.kernel, s.guest.driver);
+        if !done.contains(&key) {
+            guest_files(s, compression)?;
+            done.push(key);
+        }
+    }
+    Ok(())
 }

@@ -36,7 +36,7 @@ use virtio_bindings::virtio_net::*;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 
 use super::agent::{self, AgentPlan, Machine};
-use super::guest::guest_files;
+use super::guest::{guest_files, prepare_guests};
 use super::{Engine, EngineError, Observation, RunContext};
 use crate::host::KvmKind;
 use crate::scenario::{Scenario, Transport};
@@ -458,6 +458,10 @@ impl Engine for QemuEngine {
 
     fn supports(&self, scenario: &Scenario) -> Result<(), String> {
         self.nic(scenario).map(drop)
+    }
+
+    fn prepare(&self, scenarios: &[&Scenario]) -> Result<(), EngineError> {
+        prepare_guests(scenarios, InitramfsCompression::Gzip)
     }
 
     fn run(&self, scenario: &Scenario, ctx: &RunContext) -> Result<Observation, EngineError> {

@@ -21,7 +21,7 @@ use guest_images::{InitramfsCompression, PowerOff};
 use vmm::{Outcome, SerialTarget, Stopper, VmConfig, Vmm};
 
 use super::agent::{self, AgentPlan, Machine};
-use super::guest::guest_files;
+use super::guest::{guest_files, prepare_guests};
 use super::{Engine, EngineError, Observation, RunContext};
 use crate::host::KvmKind;
 use crate::scenario::Scenario;
@@ -187,6 +187,10 @@ impl Engine for VmmGuestEngine {
             return Err(why);
         }
         agent::net_config(scenario).map(drop)
+    }
+
+    fn prepare(&self, scenarios: &[&Scenario]) -> Result<(), EngineError> {
+        prepare_guests(scenarios, InitramfsCompression::None)
     }
 
     fn run(&self, scenario: &Scenario, ctx: &RunContext) -> Result<Observation, EngineError> {
