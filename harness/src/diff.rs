@@ -2,7 +2,8 @@
 //! the guest could see between them — per show step the operstate, flags,
 //! carrier, carrier_changes, negotiated features, MTU, MAC and ifindex; per
 //! scenario the verdict and any failure (an error on one engine only, or
-//! errors of different kinds). Timings are not compared.
+//! errors of different kinds). A value only one engine reports is listed
+//! as not compared, not as a difference. Timings are not compared.
 
 use std::fmt::Write as _;
 
@@ -37,6 +38,21 @@ pub struct NotCompared {
     pub reason: String,
 }
 
+/// A value only one engine reported (the other cannot observe it: busybox
+/// `ip` has no operstate, the kernel-only probe prints no MAC): not a
+/// difference the guest shows, so it is listed apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unreported {
+    /// The scenario.
+    pub scenario: String,
+    /// The show step's label.
+    pub show: String,
+    /// Which value (`operstate`, `mac`, ...).
+    pub what: &'static str,
+    /// The engine that did not report it: `A` or `B`.
+    pub missing_on: &'static str,
+}
+
 /// The comparison of two runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DiffReport {
@@ -50,6 +66,8 @@ pub struct DiffReport {
     pub differences: Vec<Difference>,
     /// Scenarios not compared.
     pub not_compared: Vec<NotCompared>,
+    /// Values one engine did not report, so not compared.
+    pub unreported: Vec<Unreported>,
 }
 
 /// Exit code: nothing differs.
@@ -102,6 +120,7 @@ pub fn compare(a: &RunReport, b: &RunReport) -> DiffReport {
         compared: 0,
         differences: Vec::new(),
         not_compared: Vec::new(),
+        unreported: Vec::new(),
     };
     for ra in &a.results {
         let name = &ra.scenario.name;
@@ -129,15 +148,23 @@ pub fn compare(a: &RunReport, b: &RunReport) -> DiffReport {
         report.compared += 1;
         let mut out = Vec::new();
         compare_results(ra, rb, &mut out);
-        report
-            .differences
-            .extend(out.into_iter().map(|(show, what, a, b)| Difference {
-                scenario: name.clone(),
-                show,
-                what,
-                a,
-                b,
-            }));
+        for (show, what, a, b) in out {
+            match (a, b) {
+                (Some(a), Some(b)) => report.differences.push(Difference {
+                    scenario: name.clone(),
+                    show,
+                    what,
+                    a,
+                    b,
+                }),
+                (a, _) => report.unreported.push(Unreported {
+                    scenario: name.clone(),
+                    show: show.unwrap_or_default(),
+                    what,
+                    missing_on: if a.is_none() { "A" } else { "B" },
+                }),
+            }
+        }
     }
     // Stable: a scenario's differences keep their step order.
     report
@@ -149,7 +176,9 @@ pub fn compare(a: &RunReport, b: &RunReport) -> DiffReport {
     report
 }
 
-type Found = (Option<String>, &'static str, String, String);
+/// A difference (show label, what, A, B); a `None` value stands for "not
+/// reported" and makes it an [`Unreported`] instead.
+type Found = (Option<String>, &'static str, Option<String>, Option<String>);
 
 fn compare_results(ra: &ScenarioResult, rb: &ScenarioResult, out: &mut Vec<Found>) {
     let (oa, ob) = match (&ra.observation, &rb.observation) {
@@ -160,7 +189,7 @@ fn compare_results(ra: &ScenarioResult, rb: &ScenarioResult, out: &mut Vec<Found
                 Some(_) => format!("observed ({})", r.verdict.as_str()),
                 None => outcome(r),
             };
-            out.push((None, "outcome", say(ra), say(rb)));
+            out.push((None, "outcome", Some(say(ra)), Some(say(rb))));
             return;
         }
     };
@@ -168,8 +197,8 @@ fn compare_results(ra: &ScenarioResult, rb: &ScenarioResult, out: &mut Vec<Found
         out.push((
             None,
             "verdict",
-            ra.verdict.as_str().into(),
-            rb.verdict.as_str().into(),
+            Some(ra.verdict.as_str().into()),
+            Some(rb.verdict.as_str().into()),
         ));
     }
     let labels = ra.scenario.shows();
@@ -185,8 +214,8 @@ fn compare_results(ra: &ScenarioResult, rb: &ScenarioResult, out: &mut Vec<Found
             None => out.push((
                 Some(label(sa.step)),
                 "show",
-                "observed".into(),
-                "missing".into(),
+                Some("observed".into()),
+                Some("missing".into()),
             )),
         }
     }
@@ -198,8 +227,8 @@ fn compare_results(ra: &ScenarioResult, rb: &ScenarioResult, out: &mut Vec<Found
         out.push((
             Some(label(sb.step)),
             "show",
-            "missing".into(),
-            "observed".into(),
+            Some("missing".into()),
+            Some("observed".into()),
         ));
     }
 }
@@ -213,13 +242,12 @@ fn with_only(text: String, only: &[String]) -> String {
     }
 }
 
-fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
-    v.as_ref()
-        .map_or_else(|| "not reported".into(), ToString::to_string)
+fn opt<T: std::fmt::Display>(v: &Option<T>) -> Option<String> {
+    v.as_ref().map(ToString::to_string)
 }
 
 fn compare_views(a: &LinkView, b: &LinkView, label: &str, out: &mut Vec<Found>) {
-    let mut found: Vec<(&'static str, String, String)> = vec![
+    let mut found: Vec<(&'static str, Option<String>, Option<String>)> = vec![
         ("operstate", opt(&a.state), opt(&b.state)),
         ("carrier", opt(&a.carrier), opt(&b.carrier)),
         (
@@ -241,26 +269,26 @@ fn compare_views(a: &LinkView, b: &LinkView, label: &str, out: &mut Vec<Found>) 
             1,
             (
                 "flags",
-                with_only(a.flags_text(), &fa),
-                with_only(b.flags_text(), &fb),
+                Some(with_only(a.flags_text(), &fa)),
+                Some(with_only(b.flags_text(), &fb)),
             ),
         );
     }
     found.push(match (a.features, b.features) {
         (Some(x), Some(y)) if x != y => (
             "features",
-            with_only(format!("{x:#x}"), &names(x & !y)),
-            with_only(format!("{y:#x}"), &names(y & !x)),
+            Some(with_only(format!("{x:#x}"), &names(x & !y))),
+            Some(with_only(format!("{y:#x}"), &names(y & !x))),
         ),
         (x, y) => (
             "features",
-            opt(&x.map(|v| format!("{v:#x}"))),
-            opt(&y.map(|v| format!("{v:#x}"))),
+            x.map(|v| format!("{v:#x}")),
+            y.map(|v| format!("{v:#x}")),
         ),
     });
     found.push(("mtu", opt(&a.mtu), opt(&b.mtu)));
     found.push(("mac", opt(&a.mac), opt(&b.mac)));
-    found.push(("ifindex", a.ifindex.to_string(), b.ifindex.to_string()));
+    found.push(("ifindex", opt(&Some(a.ifindex)), opt(&Some(b.ifindex))));
     out.extend(
         found
             .into_iter()
@@ -319,6 +347,22 @@ pub fn text(report: &DiffReport) -> String {
     }
     for n in &report.not_compared {
         let _ = writeln!(s, "not compared: {}: {}", n.scenario, n.reason);
+    }
+    let mut unreported: Vec<(&str, &str, usize)> = Vec::new();
+    for u in &report.unreported {
+        match unreported
+            .iter_mut()
+            .find(|(w, m, _)| *w == u.what && *m == u.missing_on)
+        {
+            Some(entry) => entry.2 += 1,
+            None => unreported.push((u.what, u.missing_on, 1)),
+        }
+    }
+    for (what, side, n) in unreported {
+        let _ = writeln!(
+            s,
+            "not compared: {what}, which engine {side} does not report ({n} show steps)"
+        );
     }
     let _ = writeln!(
         s,

@@ -62,7 +62,17 @@ fn every_guest_visible_value_is_compared() {
     down.carrier_changes = Some(5);
     down.features = down.features.map(|f| f & !(1 << 15));
     down.mtu = Some(9000);
+    down.mac = None;
     let d = compare(&a, &b);
+    assert_eq!(
+        d.unreported,
+        [Unreported {
+            scenario: "flap/6.1-stock/status".into(),
+            show: "down".into(),
+            what: "mac",
+            missing_on: "B",
+        }]
+    );
     let found: Vec<(&str, Option<&str>)> = d
         .differences
         .iter()
@@ -95,6 +105,10 @@ fn every_guest_visible_value_is_compared() {
     let t = text(&d);
     assert!(t.contains("flap/6.1-stock/status @ down  operstate"), "{t}");
     assert!(t.contains("result: 1 scenarios differ"), "{t}");
+    assert!(
+        t.contains("not compared: mac, which engine B does not report (1 show steps)"),
+        "{t}"
+    );
 }
 
 #[test]
