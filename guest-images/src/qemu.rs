@@ -51,6 +51,12 @@ pub struct QemuBoot {
     pub net_device: Option<String>,
     /// Where QEMU listens for QMP (`-qmp unix:PATH,server=on,wait=off`).
     pub qmp_socket: Option<PathBuf>,
+    /// `-M` value; `None` for QEMU's default (the `pc` machine). E.g.
+    /// `microvm,acpi=off` for virtio-mmio devices (QEMU then adds their
+    /// `virtio_mmio.device=` to the kernel command line itself).
+    pub machine: Option<String>,
+    /// More arguments, appended as they are (e.g. `-global`, `VALUE`).
+    pub extra_args: Vec<String>,
 }
 
 impl QemuBoot {
@@ -69,6 +75,8 @@ impl QemuBoot {
             netdev: format!("user,id={NETDEV_ID}"),
             net_device: None,
             qmp_socket: None,
+            machine: None,
+            extra_args: Vec::new(),
         }
     }
 
@@ -126,6 +134,11 @@ impl QemuBoot {
             args.push("-qmp".into());
             args.push(format!("unix:{},server=on,wait=off", path.display()));
         }
+        if let Some(machine) = &self.machine {
+            args.push("-M".into());
+            args.push(machine.clone());
+        }
+        args.extend(self.extra_args.iter().cloned());
         args
     }
 
@@ -526,6 +539,16 @@ mod tests {
         assert!(args.contains(&"virtio-net-pci,netdev=n0,id=vnet0,mrg_rxbuf=off".to_string()));
         let qmp = &args[args.iter().position(|a| a == "-qmp").unwrap() + 1];
         assert_eq!(qmp, "unix:/tmp/x/qmp.sock,server=on,wait=off");
+        assert!(!args.contains(&"-M".to_string()));
+        b.machine = Some("microvm,acpi=off".into());
+        b.extra_args = vec!["-global".into(), "virtio-mmio.force-legacy=false".into()];
+        let args = b.args();
+        assert!(args.ends_with(&[
+            "-M".to_string(),
+            "microvm,acpi=off".into(),
+            "-global".into(),
+            "virtio-mmio.force-legacy=false".into()
+        ]));
     }
 
     /// A fake QMP server on a socket pair's far end: greeting, then canned

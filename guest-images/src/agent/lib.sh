@@ -72,7 +72,7 @@ wait_carrier() {
 # when it is a module (Debian kernels), else (built in: the test kernel)
 # unbinds and binds the virtio device of IFACE through sysfs. Says which.
 reload_virtio_net() {
-    if grep -q '^virtio_net ' /proc/modules; then
+    if grep -qs '^virtio_net ' /proc/modules; then
         echo "reload_virtio_net: module: rmmod virtio_net; modprobe virtio_net"
         rmmod virtio_net || return 1
         modprobe virtio_net || return 1

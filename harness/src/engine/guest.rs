@@ -3,6 +3,7 @@
 //! guest must be booted.
 
 use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 
 use guest_images::{BuildContext, Cache, DriverVariant, InitramfsCompression, Series};
 
@@ -80,19 +81,39 @@ pub fn guest_files(
     })
 }
 
-/// Builds the guests of `scenarios` ahead of their deadlines, each kernel
-/// and driver pair once.
-pub fn prepare_guests(
-    scenarios: &[&Scenario],
+/// The guests an engine has built, by kernel and driver, so that each
+/// scenario after `prepare` finds its guest without asking the builder
+/// (and its progress log) again.
+#[derive(Debug)]
+pub struct Guests {
     compression: InitramfsCompression,
-) -> Result<(), EngineError> {
-    let mut done: Vec<(Kernel, Driver)> = Vec::new();
-    for s in scenarios {
-        let key = (s.guest.kernel, s.guest.driver);
-        if !done.contains(&key) {
-            guest_files(s, compression)?;
-            done.push(key);
+    built: Mutex<Vec<((Kernel, Driver), GuestFiles)>>,
+}
+
+impl Guests {
+    /// None built yet; initramfs with `compression`.
+    pub fn new(compression: InitramfsCompression) -> Self {
+        Self {
+            compression,
+            built: Mutex::new(Vec::new()),
         }
     }
-    Ok(())
+
+    /// The guest of `scenario`, built on first use.
+    pub fn get(&self, scenario: &Scenario) -> Result<GuestFiles, EngineError> {
+        let key = (scenario.guest.kernel, scenario.guest.driver);
+        let built = || self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, files)) = built().iter().find(|(k, _)| *k == key) {
+            return Ok(files.clone());
+        }
+        // Built outside the lock: the cache has its own, per build step.
+        let files = guest_files(scenario, self.compression)?;
+        built().push((key, files.clone()));
+        Ok(files)
+    }
+
+    /// Builds the guests of `scenarios` ahead of their deadlines.
+    pub fn prepare(&self, scenarios: &[&Scenario]) -> Result<(), EngineError> {
+        scenarios.iter().try_for_each(|s| self.get(s).map(drop))
+    }
 }

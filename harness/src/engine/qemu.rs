@@ -1,6 +1,8 @@
 //! The QEMU engine: each scenario's guest (Debian kernel + the agent's
-//! initramfs) boots under `qemu-system-x86_64` with QEMU's own
-//! virtio-net-pci, an implementation independent of ours. The scenario's
+//! initramfs, or the lab's test kernel) boots under `qemu-system-x86_64`
+//! with QEMU's own virtio-net, an implementation independent of ours:
+//! virtio-net-pci on the `pc` machine, or for virtio-mmio scenarios a
+//! modern virtio-net-device on the `microvm` machine. The scenario's
 //! feature list becomes QEMU device properties; what QEMU then offers is
 //! read back over QMP (`x-query-virtio-status`) and must equal the
 //! scenario's offer. Link changes go through QMP `set_link`. `-accel kvm`
@@ -36,12 +38,12 @@ use virtio_bindings::virtio_net::*;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 
 use super::agent::{self, AgentPlan, Machine};
-use super::guest::{guest_files, prepare_guests};
+use super::guest::Guests;
 use super::{Engine, EngineError, Observation, RunContext};
 use crate::host::KvmKind;
 use crate::scenario::{Scenario, Transport};
 
-/// Feature bits that are on/off properties of QEMU's virtio-net-pci.
+/// Feature bits that are on/off properties of QEMU's virtio-net (pci and device).
 #[rustfmt::skip]
 pub const PROPERTIES: &[(u32, &str)] = &[
     (VIRTIO_NET_F_CSUM, "csum"),
@@ -100,15 +102,63 @@ pub const NEED_VNET_HDR: &[u32] = &[
 /// "bad feature"). They are left out when the offer is compared.
 pub const LEGACY_ONLY: u64 = mask(VIRTIO_NET_F_GSO) | mask(30);
 
-/// The `id` of the NIC, and its virtio device's QOM path.
+/// The `id` of the NIC.
 const NIC_ID: &str = "vnet0";
-const NIC_QOM: &str = "/machine/peripheral/vnet0/virtio-backend";
 
-/// The virtio-net-pci properties for a device offering `offered`, or why
+/// Where the NIC sits: QEMU's pc machine with virtio-net-pci, or its
+/// microvm machine with a virtio-mmio virtio-net-device (QEMU then adds the
+/// `virtio_mmio.device=` parameter to the kernel command line itself; the
+/// device must be told to be modern, as the lab's device is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Board {
+    /// `pc` + `virtio-net-pci`.
+    Pc,
+    /// `microvm,acpi=off` + `virtio-net-device` (virtio-mmio, version 2).
+    Microvm,
+}
+
+impl Board {
+    /// For the scenario's transport.
+    pub fn for_transport(t: Transport) -> Self {
+        match t {
+            Transport::Pci => Self::Pc,
+            Transport::Mmio => Self::Microvm,
+        }
+    }
+
+    /// The QEMU device model of the NIC.
+    pub fn device(self) -> &'static str {
+        match self {
+            Self::Pc => "virtio-net-pci",
+            Self::Microvm => "virtio-net-device",
+        }
+    }
+
+    /// The QOM path of the NIC's virtio device.
+    pub fn qom_path(self) -> String {
+        match self {
+            Self::Pc => format!("/machine/peripheral/{NIC_ID}/virtio-backend"),
+            Self::Microvm => format!("/machine/peripheral/{NIC_ID}"),
+        }
+    }
+
+    /// `-M` and other arguments, and what the kernel command line needs.
+    fn configure(self, boot: &mut QemuBoot) {
+        if self == Self::Microvm {
+            boot.machine = Some("microvm,acpi=off".into());
+            boot.extra_args = vec!["-global".into(), "virtio-mmio.force-legacy=false".into()];
+            // microvm has no keyboard controller to reset through: a triple
+            // fault resets it (the later reboot= wins over the agent's).
+            boot.extra_cmdline = "reboot=t".into();
+        }
+    }
+}
+
+/// The virtio-net properties for a device offering `offered`, or why
 /// QEMU cannot offer exactly that.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NicProperties {
-    /// `name=value` items for `-device virtio-net-pci,...`.
+    /// `name=value` items for `-device virtio-net-pci,...` (or `virtio-net-device`).
     pub properties: Vec<String>,
     /// Whether the backend must carry the virtio-net header.
     pub needs_vnet_hdr: bool,
@@ -308,6 +358,7 @@ pub struct QemuEngine {
     version: String,
     why: Option<String>,
     tap: Result<(), String>,
+    guests: Guests,
 }
 
 impl QemuEngine {
@@ -325,6 +376,7 @@ impl QemuEngine {
             version,
             why: None,
             tap: tap_available(),
+            guests: Guests::new(InitramfsCompression::Gzip),
         })
     }
 
@@ -348,13 +400,6 @@ impl QemuEngine {
     /// What QEMU would be given for `scenario`: the device description,
     /// properties and backend, or why it cannot run it.
     fn nic(&self, scenario: &Scenario) -> Result<(NetConfig, NicProperties, Backend), String> {
-        if scenario.device.transport == Transport::Mmio {
-            return Err(
-                "virtio-mmio: this engine runs QEMU's pc machine with virtio-net-pci only; the \
-                 mmio scenarios are for the lab's VMM (the kernel-only engine)"
-                    .into(),
-            );
-        }
         let net = agent::net_config(scenario)?;
         let props = nic_properties(&net)?;
         let backend = backend(&net, props.needs_vnet_hdr, &self.tap)?;
@@ -461,7 +506,7 @@ impl Engine for QemuEngine {
     }
 
     fn prepare(&self, scenarios: &[&Scenario]) -> Result<(), EngineError> {
-        prepare_guests(scenarios, InitramfsCompression::Gzip)
+        self.guests.prepare(scenarios)
     }
 
     fn run(&self, scenario: &Scenario, ctx: &RunContext) -> Result<Observation, EngineError> {
@@ -469,7 +514,7 @@ impl Engine for QemuEngine {
             .nic(scenario)
             .map_err(|detail| EngineError::Infrastructure { detail })?;
         let plan = AgentPlan::new(scenario, net.features)?;
-        let files = guest_files(scenario, InitramfsCompression::Gzip)?;
+        let files = self.guests.get(scenario)?;
         if ctx.should_stop() {
             return Err(ctx.timed_out());
         }
@@ -497,14 +542,17 @@ impl Engine for QemuEngine {
             .map_err(|e| EngineError::Infrastructure {
                 detail: format!("cannot create a directory for the QMP socket: {e}"),
             })?;
+        let board = Board::for_transport(scenario.device.transport);
         let mut boot = QemuBoot::new(files.bzimage, files.initramfs, config, true);
         boot.accel = self.accel.as_str().into();
         boot.timeout = ctx.remaining();
         boot.netdev = backend.netdev();
         boot.net_device = Some(format!(
-            "virtio-net-pci,netdev={NETDEV_ID},id={NIC_ID},{}",
+            "{},netdev={NETDEV_ID},id={NIC_ID},{}",
+            board.device(),
             props.properties.join(",")
         ));
+        board.configure(&mut boot);
         boot.qmp_socket = Some(sockets.path().join("qmp.sock"));
         agent::check_cmdline(&boot.cmdline())?;
         let _ = std::fs::write(args_file(&ctx.work_dir), boot.args().join("\n"));
@@ -533,7 +581,7 @@ impl Engine for QemuEngine {
             qmp,
             stderr: String::new(),
         };
-        if let Err(e) = verify_offer(&mut machine.qmp, net.features) {
+        if let Err(e) = verify_offer(&mut machine.qmp, &board.qom_path(), net.features) {
             machine.kill();
             return Err(e);
         }
@@ -554,8 +602,8 @@ impl Engine for QemuEngine {
 /// Checks over QMP that QEMU offers exactly `offered` (bits a modern
 /// driver never sees aside). A QEMU without `x-query-virtio-status` is
 /// trusted, with a warning.
-fn verify_offer(qmp: &mut Qmp, offered: u64) -> Result<(), EngineError> {
-    let status = match qmp.execute("x-query-virtio-status", json!({ "path": NIC_QOM })) {
+fn verify_offer(qmp: &mut Qmp, qom_path: &str, offered: u64) -> Result<(), EngineError> {
+    let status = match qmp.execute("x-query-virtio-status", json!({ "path": qom_path })) {
         Ok(s) => s,
         Err(e) => {
             log::warn!("cannot read QEMU's offered features back ({e}); trusting the properties");
@@ -741,5 +789,29 @@ mod tests {
                 "{why}"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod board_tests {
+    use super::*;
+
+    #[test]
+    fn mmio_scenarios_get_a_modern_device_on_microvm() {
+        let mut boot = QemuBoot::new("k".into(), "i".into(), Default::default(), true);
+        Board::Pc.configure(&mut boot);
+        assert_eq!((boot.machine.as_deref(), boot.extra_args.len()), (None, 0));
+        let mmio = Board::for_transport(Transport::Mmio);
+        mmio.configure(&mut boot);
+        assert_eq!(mmio.device(), "virtio-net-device");
+        assert_eq!(mmio.qom_path(), "/machine/peripheral/vnet0");
+        assert_eq!(
+            Board::Pc.qom_path(),
+            "/machine/peripheral/vnet0/virtio-backend"
+        );
+        let args = boot.args();
+        assert!(args.contains(&"microvm,acpi=off".to_string()));
+        assert!(args.contains(&"virtio-mmio.force-legacy=false".to_string()));
+        assert!(boot.cmdline().ends_with(" reboot=t"), "{}", boot.cmdline());
     }
 }

@@ -21,7 +21,7 @@ use guest_images::{InitramfsCompression, PowerOff};
 use vmm::{Outcome, SerialTarget, Stopper, VmConfig, Vmm};
 
 use super::agent::{self, AgentPlan, Machine};
-use super::guest::{guest_files, prepare_guests};
+use super::guest::Guests;
 use super::{Engine, EngineError, Observation, RunContext};
 use crate::host::KvmKind;
 use crate::scenario::Scenario;
@@ -46,9 +46,10 @@ pub fn kvm_refusal(kvm: &KvmKind) -> Option<String> {
 }
 
 /// The engine.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct VmmGuestEngine {
     kvm: KvmKind,
+    guests: Guests,
 }
 
 impl Default for VmmGuestEngine {
@@ -65,7 +66,10 @@ impl VmmGuestEngine {
 
     /// The engine as if the host had `kvm` (for tests).
     pub fn for_kvm(kvm: KvmKind) -> Self {
-        Self { kvm }
+        Self {
+            kvm,
+            guests: Guests::new(InitramfsCompression::None),
+        }
     }
 
     /// The engine, or why it cannot run here.
@@ -190,7 +194,7 @@ impl Engine for VmmGuestEngine {
     }
 
     fn prepare(&self, scenarios: &[&Scenario]) -> Result<(), EngineError> {
-        prepare_guests(scenarios, InitramfsCompression::None)
+        self.guests.prepare(scenarios)
     }
 
     fn run(&self, scenario: &Scenario, ctx: &RunContext) -> Result<Observation, EngineError> {
@@ -201,7 +205,7 @@ impl Engine for VmmGuestEngine {
             agent::net_config(scenario).map_err(|detail| EngineError::Infrastructure { detail })?;
         net.id = Some(NET_ID.into());
         let plan = AgentPlan::new(scenario, net.features)?;
-        let files = guest_files(scenario, InitramfsCompression::None)?;
+        let files = self.guests.get(scenario)?;
         if ctx.should_stop() {
             return Err(ctx.timed_out());
         }
