@@ -264,7 +264,7 @@ impl Vmm {
                 u64::from(ACPI_PM_PORT),
                 ACPI_PM_SIZE,
             )
-            .map_err(|e| Error::Bus("ACPI power-management registers", e))?;
+            .map_err(|e| Error::Bus("ACPI power-management device", e))?;
         }
 
         let base_cpuid = kvm
