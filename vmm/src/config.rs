@@ -1,5 +1,6 @@
 //! What a VM is made of, as the user asked for it: kernel, initramfs,
-//! command line, memory, vCPUs, serial console, time limit.
+//! command line, memory, vCPUs, serial console, time limit, firmware
+//! tables.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -82,6 +83,11 @@ pub struct VmConfig {
     /// Give the guest the in-kernel i8254 PIT (Linux calibrates against
     /// it; bare-metal guests start and stop faster without it).
     pub pit: bool,
+    /// Give the guest ACPI tables (RSDP, XSDT, FADT, MADT, DSDT) and the
+    /// ACPI power-off and reset registers. Kernels without MP-table support
+    /// need them to see more than one vCPU and the IO-APIC, and to power
+    /// the machine off.
+    pub acpi: bool,
 }
 
 impl VmConfig {
@@ -98,6 +104,7 @@ impl VmConfig {
             timeout: None,
             profile_interval: None,
             pit: true,
+            acpi: true,
             nets: Vec::new(),
             event_log: None,
             control_socket: None,

@@ -30,6 +30,11 @@ pub const CMDLINE_MAX_SIZE: usize = 2048;
 pub const MPTABLE_START: u64 = 0x9fc00;
 /// End of the low RAM the e820 map reports below 1 MiB (the EBDA follows).
 pub const EBDA_START: u64 = MPTABLE_START;
+/// Where the ACPI tables go: the RSDP at the start of the BIOS area
+/// (0xe0000-0xfffff, which Linux scans for it, 16-byte aligned), the other
+/// tables after it, up to `HIMEM_START`. The e820 map reserves the area, and
+/// the MP table must end below it.
+pub const ACPI_START: u64 = 0xe_0000;
 /// Start of high memory; a bzImage's protected-mode code is loaded here.
 pub const HIMEM_START: u64 = 0x10_0000;
 
@@ -66,6 +71,11 @@ pub const SERIAL_PORT: u16 = 0x3f8;
 pub const SERIAL_IRQ: u32 = 4;
 /// The i8042 controller's ports 0x60..=0x64.
 pub const I8042_PORT: u16 = 0x60;
+/// The ACPI power-management registers (sleep control, sleep status,
+/// reset: `devices::legacy::AcpiPm`), where Cloud Hypervisor has them and
+/// QEMU's PIIX4/ICH9 have their PM block; nothing else of this machine
+/// uses these ports.
+pub const ACPI_PM_PORT: u16 = 0x600;
 /// First IRQ handed to virtio-mmio devices (one each, in order).
 pub const VIRTIO_MMIO_FIRST_IRQ: u32 = 5;
 /// Number of IO-APIC pins (KVM's in-kernel IO-APIC has 24).

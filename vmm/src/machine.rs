@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use devices::event_log::EventLog;
-use devices::legacy::{DebugExit, Serial, StopReason, StopRequest, DEBUG_EXIT_PORT, I8042};
+use devices::legacy::{
+    AcpiPm, DebugExit, Serial, StopReason, StopRequest, ACPI_PM_SIZE, DEBUG_EXIT_PORT, I8042,
+};
 use devices::net::memory::MemoryPeer;
 use devices::virtio::net::NetControl;
 use devices::Bus;
@@ -19,14 +21,15 @@ use vm_memory::GuestMemoryMmap;
 use crate::config::{SerialTarget, VmConfig};
 use crate::control::{ControlServer, Controllable};
 use crate::layout::{
-    CMDLINE_START, HIMEM_START, I8042_PORT, MPTABLE_START, SERIAL_IRQ, SERIAL_PORT, ZERO_PAGE_START,
+    ACPI_PM_PORT, ACPI_START, CMDLINE_START, I8042_PORT, MPTABLE_START, SERIAL_IRQ, SERIAL_PORT,
+    ZERO_PAGE_START,
 };
 use crate::loader::{self, LoadedKernel};
 use crate::netdev;
 use crate::outcome::Outcome;
 use crate::profile::RipProfile;
 use crate::vcpu::{self, BootEntry};
-use crate::x86_64::{bootparams, mptable, paging, regs};
+use crate::x86_64::{acpi, bootparams, mptable, paging, regs};
 use crate::{memory, vm};
 
 /// A subscriber in the VMM's event loop.
@@ -40,7 +43,7 @@ pub enum Error {
     VcpuCount {
         /// What was asked for.
         asked: u8,
-        /// The most this host and the MP table allow.
+        /// The most this host and the MP and ACPI tables allow.
         max: usize,
     },
     /// Guest memory.
@@ -58,6 +61,9 @@ pub enum Error {
     /// The MP table.
     #[error(transparent)]
     MpTable(#[from] mptable::Error),
+    /// The ACPI tables.
+    #[error(transparent)]
+    Acpi(#[from] acpi::Error),
     /// The page tables.
     #[error(transparent)]
     Paging(#[from] paging::Error),
@@ -153,13 +159,14 @@ fn serial_output(target: SerialTarget) -> Result<devices::legacy::SerialOutput, 
 
 impl Vmm {
     /// Builds the VM: checks the input, creates memory and the KVM VM,
-    /// loads the kernel, writes the boot structures, adds the legacy
-    /// devices and creates the vCPUs.
+    /// loads the kernel, writes the boot structures (zero page, MP table,
+    /// ACPI tables, page tables, GDT), adds the legacy devices and creates
+    /// the vCPUs.
     pub fn new(config: VmConfig) -> Result<Self, Error> {
-        if config.vcpus == 0 {
+        if config.vcpus == 0 || config.vcpus > mptable::MAX_CPUS.min(acpi::MAX_CPUS) {
             return Err(Error::VcpuCount {
-                asked: 0,
-                max: usize::from(mptable::MAX_CPUS),
+                asked: config.vcpus,
+                max: usize::from(mptable::MAX_CPUS.min(acpi::MAX_CPUS)),
             });
         }
         let plan = netdev::Plan::new(&config.nets)?;
@@ -181,21 +188,34 @@ impl Vmm {
             return Err(loader::Error::CmdlineEmpty.into());
         }
         let cmdline_len = loader::load_cmdline(&mem, CMDLINE_START, &cmdline, &kernel)?;
+        let pci_irqs = plan.pci_irqs();
+        // Both the MP table (kernels with MPPARSE and without ACPI) and the
+        // ACPI tables (kernels with ACPI, which then ignore the MP table).
+        mptable::setup_mptable(
+            &mem,
+            MPTABLE_START,
+            (ACPI_START - MPTABLE_START) as usize,
+            config.vcpus,
+            &pci_irqs,
+        )?;
+        let acpi_rsdp = if config.acpi {
+            let machine = acpi::Machine {
+                vcpus: config.vcpus,
+                pci: plan.has_pci().then_some(&pci_irqs[..]),
+            };
+            Some(acpi::setup_acpi(&mem, &machine)?)
+        } else {
+            None
+        };
         let boot_info = bootparams::BootInfo {
             setup_header: kernel.setup_header,
             cmdline_addr: CMDLINE_START,
             cmdline_len,
             initrd,
+            acpi_rsdp,
         };
         let params = bootparams::build_boot_params(&boot_info, &ram)?;
         bootparams::write_boot_params(&mem, &params, ZERO_PAGE_START)?;
-        mptable::setup_mptable(
-            &mem,
-            MPTABLE_START,
-            (HIMEM_START - MPTABLE_START) as usize,
-            config.vcpus,
-            &plan.pci_irqs(),
-        )?;
         let cr3 = paging::setup_identity_map(&mem)?;
         regs::write_gdt_idt(&mem)?;
 
@@ -238,6 +258,14 @@ impl Vmm {
             2,
         )
         .map_err(|e| Error::Bus("debug-exit port", e))?;
+        if config.acpi {
+            pio.insert(
+                Arc::new(Mutex::new(AcpiPm::new(stop.clone()))),
+                u64::from(ACPI_PM_PORT),
+                ACPI_PM_SIZE,
+            )
+            .map_err(|e| Error::Bus("ACPI power-management device", e))?;
+        }
 
         let base_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -291,11 +319,12 @@ impl Vmm {
             None => None,
         };
         log::info!(
-            "VM ready: {} MiB, {} vCPU(s), {:?} kernel entry {:#x}",
+            "VM ready: {} MiB, {} vCPU(s), {:?} kernel entry {:#x}, {}",
             config.memory_mib,
             config.vcpus,
             kernel.format,
-            kernel.entry
+            kernel.entry,
+            if config.acpi { "ACPI" } else { "no ACPI" }
         );
         Ok(Self {
             vcpus,

@@ -13,8 +13,9 @@ use vmm::{SerialTarget, VmConfig, Vmm};
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0      the guest ended the VM (reboot through the i8042 with reboot=k,
-         KVM shutdown/reset, or 0 written to the debug-exit port 0x501)
+  0      the guest ended the VM: ACPI power-off or reset (Linux `poweroff`,
+         `reboot`), reset through the i8042 (`reboot=k`), KVM shutdown/reset,
+         or 0 written to the debug-exit port 0x501
   1      host-side error (bad input, KVM or I/O failure)
   2      command-line usage error
   3      the guest triple-faulted
@@ -30,8 +31,10 @@ The last line on standard error says why the VM ended.";
 /// Boot a Linux kernel (ELF vmlinux or bzImage) in a minimal KVM VM.
 ///
 /// The guest gets a 16550 serial console on 0x3f8 (IRQ 4), an i8042 whose
-/// reset ends the VM, a debug-exit port at 0x501, an MP table, and
-/// identity-mapped long mode at the kernel's 64-bit entry point.
+/// reset ends the VM, a debug-exit port at 0x501, an MP table, ACPI tables
+/// (hardware-reduced; RSDP at 0xe0000) with power-off and reset registers
+/// at ports 0x600-0x602, and identity-mapped long mode at the kernel's
+/// 64-bit entry point.
 #[derive(Debug, Parser)]
 #[command(
     name = "vmm",
@@ -104,6 +107,14 @@ struct Cli {
     /// against it; bare-metal guests start and stop faster without it.
     #[arg(long)]
     no_pit: bool,
+
+    /// Give the guest no ACPI tables (and no ACPI power-off and reset
+    /// registers): it then finds its CPUs and IO-APIC through the MP table
+    /// only, and a kernel without MP-table support (stock Debian kernels)
+    /// runs on one vCPU in virtual-wire mode and cannot power off. For
+    /// guests that must not see ACPI.
+    #[arg(long)]
+    no_acpi: bool,
 
     /// The guest kernel's System.map: names the function at the
     /// instruction pointer when the VM stops on an error, and in profiles.
@@ -217,6 +228,7 @@ fn main() -> ExitCode {
             .as_ref()
             .map(|_| Duration::from_millis(cli.profile_interval)),
         pit: !cli.no_pit,
+        acpi: !cli.no_acpi,
         nets: cli.net,
         event_log: cli.event_log,
         control_socket: cli.control_socket,

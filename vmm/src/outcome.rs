@@ -2,7 +2,7 @@
 //!
 //! | code | meaning |
 //! |------|---------|
-//! | 0    | the guest ended the VM: reset through the i8042 (Linux `reboot` with `reboot=k`), a KVM shutdown/reset event, or 0 written to the debug-exit port |
+//! | 0    | the guest ended the VM: ACPI power-off (S5) or reset through the ACPI registers (Linux `poweroff`, `reboot`), reset through the i8042 (`reboot` with `reboot=k`), a KVM shutdown/reset event, or 0 written to the debug-exit port |
 //! | 1    | host-side error: bad input, KVM or I/O failure (the message says which) |
 //! | 2    | command-line usage error |
 //! | 3    | the guest triple-faulted (KVM_EXIT_SHUTDOWN) |
@@ -38,9 +38,10 @@ pub const EXIT_DEBUG_BASE: i32 = 100;
 /// Why a VM run ended (host errors are `Err` instead).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The guest reset the machine (i8042 or KVM reset event).
+    /// The guest reset the machine (ACPI reset register, i8042 or KVM
+    /// reset event).
     GuestReset,
-    /// The guest powered the machine off (KVM shutdown event).
+    /// The guest powered the machine off (ACPI S5 or KVM shutdown event).
     GuestPowerOff,
     /// The guest wrote this value to the debug-exit port.
     DebugExit(u8),

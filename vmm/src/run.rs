@@ -150,6 +150,7 @@ impl Waiting<'_> {
             if let Some(why) = self.stop.reason() {
                 return Ok(match why {
                     StopReason::Reset => Outcome::GuestReset,
+                    StopReason::PowerOff => Outcome::GuestPowerOff,
                     StopReason::DebugExit(code) => Outcome::DebugExit(code),
                     StopReason::Host => Outcome::Stopped,
                 });

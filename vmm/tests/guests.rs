@@ -1,5 +1,6 @@
 //! The `vmm` binary and library against tiny bare-metal guests on KVM:
-//! serial output and input, every documented way for a run to end, guest
+//! serial output and input, every documented way for a run to end (the
+//! ACPI power-off and reset a guest finds through the tables too), guest
 //! accesses to a test MMIO device and a test port, and bad input from the
 //! user. Tests that need /dev/kvm are reported as skipped without it.
 
@@ -299,6 +300,186 @@ fn two_vcpus() -> Result<(), Failed> {
     })
 }
 
+/// Debug-exit codes of the ACPI guests when they cannot go on.
+const NO_RSDP: u8 = 1;
+const NO_FADT: u8 = 2;
+const NO_S5: u8 = 3;
+const NOT_IO_PORT: u8 = 4;
+
+/// FADT offsets (ACPI 6.5 table 5.9) the ACPI guests read.
+const FADT_RESET_REG: i32 = 116;
+const FADT_RESET_VALUE: i32 = 128;
+const FADT_X_DSDT: i32 = 140;
+const FADT_SLEEP_CONTROL: i32 = 244;
+
+/// Finds the FADT as Linux does without a boot loader's hint: scans
+/// 0xe0000-0xfffff on 16-byte boundaries for "RSD PTR " with a valid
+/// checksum over its first 20 bytes, then walks the XSDT's entries for the
+/// "FACP" signature. Leaves the FADT's address in r8; exits with `NO_RSDP`
+/// or `NO_FADT` when there is none.
+fn find_fadt(p: &mut Program) -> Result<(), Failed> {
+    let a = &mut p.asm;
+    let mut scan = a.create_label();
+    let mut next = a.create_label();
+    let mut checksum = a.create_label();
+    let mut no_rsdp = a.create_label();
+    let mut entries = a.create_label();
+    let mut no_fadt = a.create_label();
+    let mut found = a.create_label();
+    a.mov(rsi, 0xe_0000u64)?;
+    a.mov(rax, u64::from_le_bytes(*b"RSD PTR "))?;
+    a.set_label(&mut scan)?;
+    a.cmp(qword_ptr(rsi), rax)?;
+    a.jne(next)?;
+    a.xor(ecx, ecx)?;
+    a.xor(edx, edx)?;
+    a.set_label(&mut checksum)?;
+    a.add(dl, byte_ptr(rsi + rcx))?;
+    a.inc(ecx)?;
+    a.cmp(ecx, 20)?;
+    a.jb(checksum)?;
+    a.test(dl, dl)?;
+    a.jz(found)?;
+    a.set_label(&mut next)?;
+    a.add(rsi, 16)?;
+    a.cmp(rsi, 0x10_0000)?;
+    a.jb(scan)?;
+    a.jmp(no_rsdp)?;
+    a.set_label(&mut found)?;
+    // XSDT: its length at +4, 8-byte table addresses from +36.
+    a.mov(rbx, qword_ptr(rsi + 24))?;
+    a.mov(ecx, dword_ptr(rbx + 4))?;
+    a.add(rcx, rbx)?;
+    a.lea(rdi, ptr(rbx + 36))?;
+    a.set_label(&mut entries)?;
+    a.cmp(rdi, rcx)?;
+    a.jae(no_fadt)?;
+    a.mov(r8, qword_ptr(rdi))?;
+    a.add(rdi, 8)?;
+    a.cmp(dword_ptr(r8), i32::from_le_bytes(*b"FACP"))?;
+    a.jne(entries)?;
+    let mut done = a.create_label();
+    a.jmp(done)?;
+    a.set_label(&mut no_rsdp)?;
+    p.debug_exit(NO_RSDP)?;
+    p.asm.set_label(&mut no_fadt)?;
+    p.debug_exit(NO_FADT)?;
+    p.asm.set_label(&mut done)?;
+    Ok(())
+}
+
+/// Checks that the generic address structure at `r8 + offset` is in I/O
+/// space, and loads its port into rdx.
+fn io_register(p: &mut Program, offset: i32) -> Result<(), Failed> {
+    let mut io = p.asm.create_label();
+    p.asm.cmp(byte_ptr(r8 + offset), 1)?;
+    p.asm.je(io)?;
+    p.debug_exit(NOT_IO_PORT)?;
+    p.asm.set_label(&mut io)?;
+    p.asm.mov(rdx, qword_ptr(r8 + offset + 4))?;
+    Ok(())
+}
+
+/// A guest that powers off as Linux's `acpi_enter_sleep_state(5)` does on
+/// a hardware-reduced machine: finds the FADT and the DSDT, reads SLP_TYP
+/// from the DSDT's `\_S5` package, and writes SLP_TYP << 2 | SLP_EN to the
+/// sleep control register.
+fn acpi_power_off_guest(dir: &Path) -> Result<std::path::PathBuf, Failed> {
+    let mut p = Program::new();
+    p.print("looking for ACPI\n")?;
+    find_fadt(&mut p)?;
+    let a = &mut p.asm;
+    let mut scan = a.create_label();
+    let mut no_s5 = a.create_label();
+    let mut found = a.create_label();
+    let mut byte_prefix = a.create_label();
+    let mut have_type = a.create_label();
+    // Scan the DSDT's AML for "_S5_", then decode the package's first
+    // element: PackageOp, a one-byte PkgLength, NumElements, then ZeroOp,
+    // OneOp or BytePrefix and a byte.
+    a.mov(rbx, qword_ptr(r8 + FADT_X_DSDT))?;
+    a.mov(ecx, dword_ptr(rbx + 4))?;
+    a.add(rcx, rbx)?;
+    a.sub(rcx, 9)?;
+    a.lea(rdi, ptr(rbx + 36))?;
+    a.set_label(&mut scan)?;
+    a.cmp(rdi, rcx)?;
+    a.jae(no_s5)?;
+    a.cmp(dword_ptr(rdi), i32::from_le_bytes(*b"_S5_"))?;
+    a.je(found)?;
+    a.inc(rdi)?;
+    a.jmp(scan)?;
+    a.set_label(&mut found)?;
+    a.cmp(byte_ptr(rdi + 4), 0x12)?;
+    a.jne(no_s5)?;
+    a.movzx(ebx, byte_ptr(rdi + 7))?;
+    a.cmp(bl, 0x0a)?;
+    a.je(byte_prefix)?;
+    a.cmp(bl, 1)?;
+    a.jbe(have_type)?;
+    a.jmp(no_s5)?;
+    a.set_label(&mut byte_prefix)?;
+    a.movzx(ebx, byte_ptr(rdi + 8))?;
+    a.set_label(&mut have_type)?;
+    io_register(&mut p, FADT_SLEEP_CONTROL)?;
+    p.asm.shl(bl, 2)?;
+    p.asm.or(bl, 0x20)?;
+    p.asm.mov(al, bl)?;
+    p.asm.out(dx, al)?;
+    // What Linux does next: wait for WAK_STS, which never comes.
+    p.hang()?;
+    p.asm.set_label(&mut no_s5)?;
+    p.debug_exit(NO_S5)?;
+    Ok(p.write_elf(dir, "acpi-poweroff.elf")?)
+}
+
+fn acpi_power_off() -> Result<(), Failed> {
+    let dir = tmp();
+    let guest = acpi_power_off_guest(dir.path())?;
+    let out = expect_exit(
+        &guest,
+        &["--timeout", "60"],
+        0,
+        "the guest powered the machine off",
+    )?;
+    ensure(text(&out.stdout) == "looking for ACPI\n", || {
+        format!("serial output: {:?}", text(&out.stdout))
+    })
+}
+
+/// The same guest finds no RSDP when the VM has no ACPI tables.
+fn no_acpi_hides_the_tables() -> Result<(), Failed> {
+    let dir = tmp();
+    let guest = acpi_power_off_guest(dir.path())?;
+    expect_exit(
+        &guest,
+        &["--no-acpi", "--timeout", "60"],
+        100 + i32::from(NO_RSDP),
+        "the guest wrote 1 to the debug-exit port",
+    )
+    .map(drop)
+}
+
+/// A guest that resets as Linux's `acpi_reboot()` does: writes the FADT's
+/// reset value to its reset register.
+fn acpi_reset() -> Result<(), Failed> {
+    let dir = tmp();
+    let mut p = Program::new();
+    find_fadt(&mut p)?;
+    io_register(&mut p, FADT_RESET_REG)?;
+    p.asm.mov(al, byte_ptr(r8 + FADT_RESET_VALUE))?;
+    p.asm.out(dx, al)?;
+    p.hang()?;
+    let guest = p.write_elf(dir.path(), "acpi-reset.elf")?;
+    expect_exit(
+        &guest,
+        &["--vcpus", "2", "--timeout", "60"],
+        0,
+        "the guest reset the machine",
+    )
+    .map(drop)
+}
+
 /// A device that records writes and answers reads with a pattern derived
 /// from the offset.
 #[derive(Default)]
@@ -558,6 +739,9 @@ fn main() {
         .test("internal_error", &kvm, internal_error)
         .test("serial_input", &kvm, serial_input)
         .test("two_vcpus", &kvm, two_vcpus)
+        .test("acpi_power_off", &kvm, acpi_power_off)
+        .test("acpi_reset", &kvm, acpi_reset)
+        .test("no_acpi_hides_the_tables", &kvm, no_acpi_hides_the_tables)
         .test("mmio_and_port_device", &kvm, mmio_and_port_device)
         .test(
             "panicking_vcpu_device_ends_the_run",

@@ -1,11 +1,17 @@
 //! Legacy PC devices a Linux guest expects: the 16550 serial port, the i8042
-//! controller (whose reset line ends the VM), and a debug-exit port through
-//! which test guests finish with an exit code.
+//! controller (whose reset line ends the VM), the ACPI power-off and reset
+//! registers, and a debug-exit port through which test guests finish with
+//! an exit code.
 
+mod acpi_pm;
 mod debug_exit;
 mod i8042;
 mod serial;
 
+pub use acpi_pm::{
+    AcpiPm, ACPI_PM_SIZE, RESET_OFFSET, RESET_VALUE, S5_SLEEP_TYPE, SLEEP_CONTROL_OFFSET,
+    SLEEP_STATUS_OFFSET, SLP_EN, SLP_TYP_MASK, SLP_TYP_SHIFT,
+};
 pub use debug_exit::{DebugExit, DEBUG_EXIT_PORT};
 pub use i8042::I8042;
 pub use serial::{EventFdTrigger, Serial, SerialOutput};
@@ -18,9 +24,12 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 /// Why the VM was asked to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
-    /// The guest reset through the i8042 controller (Linux's reboot with
-    /// `reboot=k`).
+    /// The guest reset the machine: through the i8042 controller (Linux's
+    /// reboot with `reboot=k`) or the ACPI reset register.
     Reset,
+    /// The guest powered the machine off (ACPI S5 through the sleep control
+    /// register).
+    PowerOff,
     /// The guest wrote a value to the debug-exit port.
     DebugExit(u8),
     /// The host asked (a test, the harness, the control socket).

@@ -121,7 +121,8 @@ impl Plan {
             .collect()
     }
 
-    pub(super) fn has_pci(&self) -> bool {
+    /// Whether the VM has a PCI bus: some device sits on PCI.
+    pub fn has_pci(&self) -> bool {
         self.devices
             .iter()
             .any(|d| matches!(d.slot, Slot::Pci { .. }))

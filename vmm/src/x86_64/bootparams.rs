@@ -39,6 +39,9 @@ pub struct BootInfo {
     pub cmdline_len: usize,
     /// Guest address and size of the initramfs.
     pub initrd: Option<(u64, u64)>,
+    /// Guest address of the ACPI RSDP, when the VM has ACPI tables (Linux
+    /// then need not scan for it).
+    pub acpi_rsdp: Option<u64>,
 }
 
 /// The e820 map for the given RAM ranges (start, length): low memory up to
@@ -87,6 +90,9 @@ pub fn build_boot_params(
         params.ext_ramdisk_image = (addr >> 32) as u32;
         params.hdr.ramdisk_size = size as u32;
         params.ext_ramdisk_size = (size >> 32) as u32;
+    }
+    if let Some(rsdp) = info.acpi_rsdp {
+        params.acpi_rsdp_addr = rsdp;
     }
     let map = e820_map(ram);
     if map.len() > params.e820_table.len() {
@@ -146,6 +152,7 @@ mod tests {
             cmdline_addr: 0x20000,
             cmdline_len: 12,
             initrd: Some((0x700_0000, 0x1234)),
+            acpi_rsdp: Some(0xe_0000),
         };
         let p = build_boot_params(&info, &ram_ranges(128).unwrap()).unwrap();
         let hdr = p.hdr;
@@ -157,6 +164,7 @@ mod tests {
         assert_eq!({ hdr.ramdisk_image }, 0x700_0000);
         assert_eq!({ hdr.ramdisk_size }, 0x1234);
         assert_eq!(p.e820_entries, 3);
+        assert_eq!({ p.acpi_rsdp_addr }, 0xe_0000);
 
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         write_boot_params(&mem, &p, 0x7000).unwrap();
@@ -165,6 +173,9 @@ mod tests {
         assert_eq!(magic, 0x5372_6448);
         let cmdline: u32 = mem.read_obj(GuestAddress(0x7000 + 0x228)).unwrap();
         assert_eq!(cmdline, 0x20000);
+        // acpi_rsdp_addr sits at 0x70 (Documentation/arch/x86/zero-page.rst).
+        let rsdp: u64 = mem.read_obj(GuestAddress(0x7000 + 0x70)).unwrap();
+        assert_eq!(rsdp, 0xe_0000);
     }
 
     #[test]
@@ -179,11 +190,13 @@ mod tests {
             cmdline_addr: 0x20000,
             cmdline_len: 1,
             initrd: None,
+            acpi_rsdp: None,
         };
         let p = build_boot_params(&info, &ram_ranges(64).unwrap()).unwrap();
         let got = p.hdr;
         assert_eq!({ got.version }, 0x20f);
         assert_eq!({ got.type_of_loader }, 0xff);
         assert_eq!({ got.ramdisk_size }, 0);
+        assert_eq!({ p.acpi_rsdp_addr }, 0, "no ACPI, no RSDP pointer");
     }
 }

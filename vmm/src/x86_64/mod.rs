@@ -1,6 +1,8 @@
 //! x86-64 specifics: boot-time CPU state (GDT, page tables, registers,
-//! MSRs, CPUID, local APIC), the MP table and the Linux zero page.
+//! MSRs, CPUID, local APIC), the MP table, the ACPI tables and the Linux
+//! zero page.
 
+pub mod acpi;
 pub mod bootparams;
 pub mod cpuid;
 pub mod gdt;
