@@ -183,6 +183,7 @@ impl FakeEngine {
                 boot,
                 total: start.elapsed(),
             },
+            trace: None,
         })
     }
 }
