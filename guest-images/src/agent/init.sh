@@ -116,7 +116,8 @@ trace_setup() {
             [ -z "$path" ] && continue
             name=$(basename "$path" .ko)
             for f in $TRACE_PENDING; do
-                grep -qF "$f" "$moddir/$path" 2>/dev/null && echo "$f:mod:$name" >> "$T/set_ftrace_filter" 2>/dev/null
+                # Not -F: busybox's grep -F misses text in binary files.
+                grep -q "$f" "$moddir/$path" 2>/dev/null && echo "$f:mod:$name" >> "$T/set_ftrace_filter" 2>/dev/null
             done
         done < /vnetlab/modules
     fi

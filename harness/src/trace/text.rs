@@ -27,12 +27,17 @@ pub fn summary_lines(trace: &KernelTrace) -> Vec<String> {
         trace.source,
         counts.join(", ")
     )];
+    // One line per reason: a kernel without a tracer says the same of all.
+    let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();
     for f in trace.untraceable() {
-        out.push(format!(
-            "untraceable: {} ({})",
-            f.name,
-            f.reason.as_deref().unwrap_or("no reason given")
-        ));
+        let why = f.reason.as_deref().unwrap_or("no reason given");
+        match by_reason.iter_mut().find(|(r, _)| *r == why) {
+            Some((_, names)) => names.push(&f.name),
+            None => by_reason.push((why, vec![&f.name])),
+        }
+    }
+    for (why, names) in by_reason {
+        out.push(format!("untraceable: {} ({why})", names.join(", ")));
     }
     for p in &trace.problems {
         out.push(format!("problem: {p}"));
@@ -286,15 +291,23 @@ pub fn render(c: &TraceComparison) -> String {
             let _ = writeln!(out, "  {:<w$}  {:>4}  {:>4}", x.call, x.a, x.b);
         }
     }
+    // Functions a side could not trace, one line per pair of reasons.
+    let mut groups: Vec<((String, String), Vec<&str>)> = Vec::new();
     for n in &c.not_compared {
         let side = |r: &Option<String>| r.clone().unwrap_or_else(|| "traced".into());
-        let _ = writeln!(
-            out,
-            "not compared: {} (A: {}; B: {})",
-            n.function,
-            side(&n.a),
-            side(&n.b)
-        );
+        let key = (side(&n.a), side(&n.b));
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, names)) => names.push(&n.function),
+            None => groups.push((key, vec![&n.function])),
+        }
+    }
+    for ((why_a, why_b), names) in groups {
+        let why = if why_a == why_b {
+            format!("both: {why_a}")
+        } else {
+            format!("A: {why_a}; B: {why_b}")
+        };
+        let _ = writeln!(out, "not compared: {} ({why})", names.join(", "));
     }
     for (name, info) in [("A", a), ("B", b)] {
         for p in &info.problems {
