@@ -209,8 +209,11 @@ impl Vmm {
                 max: max_vcpus,
             });
         }
-        // SAFETY: `mem` lives in the returned Vmm next to the VM, and the
-        // Vmm's field order drops the vCPUs and the VM first.
+        // SAFETY: `mem` lives in the returned Vmm next to the VM; the Vmm's
+        // field order drops the vCPUs (the only way the guest touches its
+        // memory through the slots) and its VM handle first. Clones of the
+        // VM handle kept by devices only signal MSIs and move ioeventfds,
+        // and the devices hold clones of `mem` as long as they use it.
         let vm = Arc::new(unsafe { vm::create_vm(&kvm, &mem, config.pit) }?);
         let stop = Arc::new(StopRequest::new().map_err(|e| Error::EventLoop(e.to_string()))?);
         let serial_irq = crate::run::eventfd()?;
