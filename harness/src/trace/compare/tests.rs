@@ -1,3 +1,7 @@
+//! Tests of the comparison: made-up traces of the reproduction, and the real
+//! traces of both routes (`tests/fixtures/agent/trace-*.txt`,
+//! guest-images' `kernel-only/testdata/trace-*.serial`).
+
 use super::*;
 use crate::trace::{FunctionStatus, KernelTrace, TraceEvent, LINK_STATE_FUNCTIONS};
 
