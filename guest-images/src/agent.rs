@@ -13,6 +13,7 @@
 //! | `vnetlab.step_timeout=SECS` | deadline of one step | 60 |
 //! | `vnetlab.poweroff=poweroff\|reboot` | `poweroff -f` (ACPI, QEMU) or `reboot -f` (use with `reboot=k` where there is no ACPI) | `poweroff` |
 //! | `vnetlab.modules=auto\|none` | load the initramfs's modules at start | `auto` |
+//! | `vnetlab.trace=F1,F2,...` | kernel functions to record (tracefs function tracer) | none |
 //!
 //! Each step is a shell command run by busybox `sh` with stdin from
 //! `/dev/null`, stdout and stderr captured together, and the helpers of
@@ -29,12 +30,24 @@
 //! @@VNETLAB@@ STEP <n> BEGIN t=<uptime> cmd=<percent-encoded command>
 //! @@VNETLAB@@ STEP <n> OUT <output line, verbatim>
 //! @@VNETLAB@@ STEP <n> END rc=<exit status> t=<uptime>
+//! @@VNETLAB@@ TRACE SETUP requested=<n> tracefs=<path>   (these only with vnetlab.trace=)
+//! @@VNETLAB@@ TRACE ERROR <why tracing is not (fully) possible>
+//! @@VNETLAB@@ TRACE FUNC <name> traceable
+//! @@VNETLAB@@ TRACE FUNC <name> untraceable: <why>
+//! @@VNETLAB@@ TRACE BEGIN
+//! @@VNETLAB@@ TRACE LINE <a line of tracefs's trace file, verbatim>
+//! @@VNETLAB@@ TRACE END lines=<count>
 //! @@VNETLAB@@ DONE steps=<count> failed=<count> t=<uptime>
 //! @@VNETLAB@@ WATCHDOG expired after <s>s; powering off
 //! @@VNETLAB@@ POWEROFF method=<poweroff|reboot> t=<uptime>
 //! ```
 //!
 //! Steps are numbered from 1. `t=` is seconds since boot (`/proc/uptime`).
+//! With a trace, the agent sets up the function tracer before the modules
+//! load (a function not in the kernel proper goes into `set_ftrace_filter`
+//! as `NAME:mod:MODULE` for each module whose file names it), reports every
+//! requested function after they loaded, writes `vnetlab-step <n>` to
+//! `trace_marker` before step `n`, and dumps the trace after the last step.
 //! A step killed by its deadline ends with rc=143. A run is complete when
 //! `DONE` was printed; a `WATCHDOG` line means the deadline cut it short.
 
@@ -87,6 +100,9 @@ pub struct AgentConfig {
     pub poweroff: PowerOff,
     /// Load the initramfs's modules before the steps.
     pub load_modules: bool,
+    /// Kernel functions to record with the function tracer (none: no trace).
+    #[serde(default)]
+    pub trace: Vec<String>,
 }
 
 impl Default for AgentConfig {
@@ -97,6 +113,7 @@ impl Default for AgentConfig {
             step_timeout_secs: 60,
             poweroff: PowerOff::Poweroff,
             load_modules: true,
+            trace: Vec::new(),
         }
     }
 }
@@ -133,6 +150,10 @@ impl AgentConfig {
         }
         if !self.load_modules {
             out.push_str(" vnetlab.modules=none");
+        }
+        if !self.trace.is_empty() {
+            let names: Vec<String> = self.trace.iter().map(|f| encode_step(f)).collect();
+            let _ = write!(out, " vnetlab.trace={}", names.join(","));
         }
         out
     }
@@ -249,6 +270,64 @@ pub struct ModuleLoad {
     pub output: Vec<String>,
 }
 
+/// What the agent said about one requested function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TracedFunction {
+    /// The function.
+    pub name: String,
+    /// Whether it is in the tracer's filter.
+    pub traceable: bool,
+    /// Why not, when it is not.
+    pub reason: Option<String>,
+}
+
+/// The `TRACE` lines of one boot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentTrace {
+    /// `TRACE SETUP` was seen.
+    pub set_up: bool,
+    /// One per requested function, in order.
+    pub functions: Vec<TracedFunction>,
+    /// `TRACE ERROR` lines.
+    pub errors: Vec<String>,
+    /// `TRACE BEGIN` was seen.
+    pub began: bool,
+    /// The trace file's lines, verbatim.
+    pub lines: Vec<String>,
+    /// `TRACE END` was seen: the dump is whole.
+    pub complete: bool,
+}
+
+impl AgentTrace {
+    fn parse_line(&mut self, rest: &str) -> bool {
+        let (tag, body) = rest.split_once(' ').unwrap_or((rest, ""));
+        match tag {
+            "SETUP" => self.set_up = true,
+            "ERROR" => self.errors.push(body.to_string()),
+            "BEGIN" => self.began = true,
+            "LINE" => self.lines.push(body.to_string()),
+            "END" => self.complete = true,
+            "FUNC" => {
+                let Some((name, status)) = body.split_once(' ') else {
+                    return false;
+                };
+                let (traceable, reason) = match status.strip_prefix("untraceable:") {
+                    Some(why) => (false, Some(why.trim().to_string())),
+                    None if status == "traceable" => (true, None),
+                    None => return false,
+                };
+                self.functions.push(TracedFunction {
+                    name: name.to_string(),
+                    traceable,
+                    reason,
+                });
+            }
+            _ => return false,
+        }
+        true
+    }
+}
+
 /// Everything the agent said in one boot.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Transcript {
@@ -266,6 +345,8 @@ pub struct Transcript {
     pub watchdog: bool,
     /// The `POWEROFF` line was seen.
     pub powered_off: bool,
+    /// The call trace, when `vnetlab.trace=` asked for one.
+    pub trace: Option<AgentTrace>,
     /// Marker lines that did not parse (kept for diagnosis).
     pub unparsed: Vec<String>,
 }
@@ -381,6 +462,13 @@ impl Transcript {
                 true
             }
             Some("STUCK") => true,
+            Some("TRACE") => {
+                // Everything after "TRACE " verbatim (a LINE keeps its spaces).
+                let body = rest.strip_prefix("TRACE").unwrap_or("");
+                self.trace
+                    .get_or_insert_with(AgentTrace::default)
+                    .parse_line(body.strip_prefix(' ').unwrap_or(body))
+            }
             _ => false,
         }
     }
@@ -511,6 +599,47 @@ mod tests {
         ] {
             assert_eq!(line_event(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn trace_lines_are_parsed_verbatim() {
+        let console = "\
+@@VNETLAB@@ TRACE SETUP requested=3 tracefs=/sys/kernel/tracing\r
+@@VNETLAB@@ TRACE FUNC netif_carrier_off traceable\r
+@@VNETLAB@@ TRACE FUNC default_operstate untraceable: not in available_filter_functions (inlined)\r
+@@VNETLAB@@ TRACE FUNC odd whatever\r
+@@VNETLAB@@ TRACE ERROR something went half wrong\r
+@@VNETLAB@@ TRACE BEGIN\r
+@@VNETLAB@@ TRACE LINE # tracer: function\r
+@@VNETLAB@@ TRACE LINE           insmod-68      [000] .....     1.880575: netif_carrier_off <-virtnet_probe\r
+@@VNETLAB@@ TRACE LINE \r
+@@VNETLAB@@ TRACE END lines=3\r
+";
+        let t = Transcript::parse(console);
+        let tr = t.trace.unwrap();
+        assert!(tr.set_up && tr.began && tr.complete);
+        assert_eq!(tr.functions.len(), 2);
+        assert!(tr.functions[0].traceable);
+        assert_eq!(
+            tr.functions[1].reason.as_deref(),
+            Some("not in available_filter_functions (inlined)")
+        );
+        assert_eq!(tr.errors, ["something went half wrong"]);
+        assert_eq!(
+            tr.lines,
+            [
+                "# tracer: function",
+                "          insmod-68      [000] .....     1.880575: netif_carrier_off <-virtnet_probe",
+                ""
+            ]
+        );
+        assert_eq!(t.unparsed, ["@@VNETLAB@@ TRACE FUNC odd whatever"]);
+        let mut c = AgentConfig::with_steps(["true"]);
+        c.trace = vec!["netif_carrier_on".into(), "__linkwatch_run_queue".into()];
+        assert!(c
+            .cmdline()
+            .ends_with(" vnetlab.trace=netif_carrier_on,__linkwatch_run_queue"));
+        assert!(Transcript::parse("").trace.is_none());
     }
 
     #[test]

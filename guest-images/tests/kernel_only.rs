@@ -1,7 +1,9 @@
 //! Builds the kernel-only test kernel (both virtio_net variants) from the
 //! pinned `linux-source-6.1` through the public API and checks the artifacts
-//! the VMM and the harness rely on: an x86-64 ELF `vmlinux` with the probe
-//! and virtio_net built in, a real `System.map`, the fragment honoured.
+//! the VMM and the harness rely on: an x86-64 ELF `vmlinux` with the probe,
+//! its call trace and virtio_net built in, a real `System.map` in which the
+//! traced functions are found, the fragment (function tracing included)
+//! honoured.
 //!
 //! Off by default because the first run builds a kernel (about 6 minutes on
 //! 2 cores; later runs come from the cache): it is reported as ignored
@@ -49,6 +51,7 @@ fn kernel_only_kernels_build_with_probe_and_virtio_net() -> Result<(), Failed> {
         let map = std::fs::read_to_string(&k.system_map)?;
         for symbol in [
             "vnetlab_probe_init",
+            "vnetlab_trace_init",
             "virtnet_probe",
             "virtio_mmio_probe",
             "linkwatch_fire_event",
@@ -64,6 +67,9 @@ fn kernel_only_kernels_build_with_probe_and_virtio_net() -> Result<(), Failed> {
             "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y",
             "CONFIG_VIRTIO_PCI=y",
             "CONFIG_X86_FEATURE_NAMES=y",
+            "CONFIG_FUNCTION_TRACER=y",
+            "CONFIG_DYNAMIC_FTRACE=y",
+            "CONFIG_KALLSYMS=y",
             "# CONFIG_MODULES is not set",
         ] {
             ensure(config.lines().any(|l| l == line), || {
@@ -74,6 +80,27 @@ fn kernel_only_kernels_build_with_probe_and_virtio_net() -> Result<(), Failed> {
         let again = kernel_only::build(&ctx, variant)?;
         ensure(again.vmlinux == k.vmlinux, || {
             "the second build gave another vmlinux".into()
+        })?;
+        // The default link-state set resolves: every function but the
+        // inlined default_operstate has an address to trace.
+        let names: Vec<String> = [
+            "virtnet_probe",
+            "netif_carrier_off",
+            "linkwatch_init_dev",
+            "rfc2863_policy",
+            "default_operstate",
+        ]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect();
+        let targets = kernel_only::trace::resolve(&map, &names)?;
+        let missing: Vec<&str> = targets
+            .iter()
+            .filter(|t| t.addresses.is_empty())
+            .map(|t| t.name.as_str())
+            .collect();
+        ensure(missing == ["default_operstate"], || {
+            format!("{variant}: no address for {missing:?}")
         })?;
         built.push(k);
     }

@@ -234,6 +234,7 @@ mtu = 1500
                 .collect(),
             serial_tail: vec![],
             timing: Timing::default(),
+            trace: None,
         }
     }
 

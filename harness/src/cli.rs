@@ -15,6 +15,7 @@ use harness::report;
 use harness::runner::{self, RunOptions};
 use harness::scenario::{load_paths, Scenario};
 use harness::select::{select, Shard};
+use harness::trace::TraceRequest;
 
 /// Exit code for bad usage, invalid scenario files, no engine.
 pub const EXIT_USAGE: u8 = 2;
@@ -73,6 +74,18 @@ pub struct RunArgs {
     /// Count skipped scenarios as failures (exit code 1).
     #[arg(long)]
     fail_on_skip: bool,
+    /// Record a kernel call trace in every selected scenario: `--trace` for
+    /// the default link-state set, `--trace=F1,F2,...` for these functions
+    /// (`default` in the list adds the set). Replaces a scenario's own
+    /// `trace`.
+    #[arg(long, value_name = "FUNCS", num_args = 0..=1, require_equals = true,
+          default_missing_value = "default")]
+    trace: Option<String>,
+}
+
+/// The `--trace` value as a request.
+pub fn trace_request(value: &str) -> anyhow::Result<TraceRequest> {
+    TraceRequest::parse_list(value).map_err(|e| anyhow::anyhow!("--trace: {e}"))
 }
 
 /// `harness diff`.
@@ -103,7 +116,7 @@ pub struct DiffArgs {
 
 /// The repository's scenarios/ directory: ./scenarios, else the one next
 /// to this crate's sources.
-fn default_paths() -> anyhow::Result<Vec<PathBuf>> {
+pub fn default_paths() -> anyhow::Result<Vec<PathBuf>> {
     let here = PathBuf::from("scenarios");
     if here.is_dir() {
         return Ok(vec![here]);
@@ -180,13 +193,13 @@ pub fn list(args: ListArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+pub fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The work directory: `given`, or a temporary one (returned too, so the
 /// caller decides whether to keep it).
-fn work_dir(given: &Option<PathBuf>) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+pub fn work_dir(given: &Option<PathBuf>) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
     match given {
         Some(d) => {
             std::fs::create_dir_all(d)
@@ -204,7 +217,7 @@ fn work_dir(given: &Option<PathBuf>) -> anyhow::Result<(PathBuf, Option<tempfile
 }
 
 /// Runs `scenarios` on `engine`, printing progress as `[tag i/n]`.
-fn run_all(
+pub fn run_all(
     engine: Arc<dyn Engine>,
     scenarios: Vec<Scenario>,
     options: &RunOptions,
@@ -225,7 +238,13 @@ fn run_all(
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
-    let (scenarios, _) = load(&args.selection)?;
+    let (mut scenarios, _) = load(&args.selection)?;
+    if let Some(value) = &args.trace {
+        let request = trace_request(value)?;
+        for s in &mut scenarios {
+            s.trace = Some(request.clone());
+        }
+    }
     let engine = Registry::builtin()
         .create(args.engine.as_deref())
         .map_err(anyhow::Error::msg)?;
@@ -242,6 +261,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     };
     let report = run_all(engine, scenarios, &options, "");
     print!("{}", report::table(&report));
+    print!("{}", report::traces(&report));
     if let Some(p) = &args.junit {
         write(p, &report::junit(&report))?;
     }

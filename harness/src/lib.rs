@@ -14,3 +14,4 @@ pub mod runner;
 pub mod scenario;
 pub mod select;
 pub mod serial;
+pub mod trace;

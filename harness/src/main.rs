@@ -1,7 +1,8 @@
-//! The `harness` command: `run`, `list` and `diff` scenarios, `boot` a
-//! stock kernel.
+//! The `harness` command: `run`, `list`, `diff` and `compare` scenarios,
+//! `reproduce` the bug, `boot` a stock kernel.
 
 mod cli;
+mod compare_cmd;
 mod reproduce_cmd;
 
 use std::process::ExitCode;
@@ -45,6 +46,15 @@ enum Command {
     /// invalid scenario files, an engine that cannot run; 3 nothing could
     /// be compared (skipped on an engine).
     Diff(cli::DiffArgs),
+    /// Line up the kernel call traces of two scenarios and point at their
+    /// first divergence: A and B run now on one engine with a trace (their
+    /// own `trace`, `--trace`, else the link-state set), or are read back
+    /// from JSON reports with `--from`.
+    ///
+    /// Exit code: 0 the traces agree; 1 they differ; 2 bad usage, unknown
+    /// scenarios, unreadable reports; 3 a side has no trace (it failed, was
+    /// skipped, or asked for none).
+    Compare(compare_cmd::CompareArgs),
     /// Fetch a stock Debian cloud kernel (into the guest-images cache) and
     /// boot it on the lab's VMM with its serial console on stdout.
     Boot {
@@ -126,6 +136,7 @@ fn main() -> ExitCode {
         Command::List(args) => (cli::list(args), cli::EXIT_USAGE),
         Command::Reproduce(args) => (reproduce_cmd::reproduce(args), cli::EXIT_USAGE),
         Command::Diff(args) => (cli::diff(args), cli::EXIT_USAGE),
+        Command::Compare(args) => (compare_cmd::run(args), cli::EXIT_USAGE),
         Command::Boot {
             series,
             append,

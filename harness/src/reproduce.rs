@@ -2,7 +2,10 @@
 //! engine this host can run (ours wherever KVM exists), runs the operstate
 //! matrix and the driver-reload sequence, prints expected next to observed,
 //! and explains the cause (the carrier transition that never happened) and
-//! the fix.
+//! the fix, with the evidence the original investigation had: the kernel
+//! call traces of the two pre-fix cells (device with and without STATUS)
+//! lined up, where `netif_carrier_off <- virtnet_probe` and the link-watch
+//! chain are missing in the abnormal run.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +14,9 @@ use crate::engine::{Engine, Registry};
 use crate::host::KvmKind;
 use crate::outcome::{RunReport, ScenarioResult, Verdict};
 use crate::runner::{self, RunOptions};
-use crate::scenario::{Driver, Scenario};
+use crate::scenario::{Driver, Kernel, Scenario};
+use crate::trace::compare::{compare, Side, TraceComparison};
+use crate::trace::{self, TraceRequest};
 
 /// The scenario families `reproduce` runs.
 pub const FAMILIES: [&str; 2] = ["operstate/", "reload/"];
@@ -91,6 +96,100 @@ pub fn select(all: Vec<Scenario>, engine: &dyn Engine) -> Vec<Scenario> {
         .collect()
 }
 
+/// The pre-fix operstate cells whose traces `reproduce` lines up: (the
+/// normal run, device with STATUS; the abnormal run, without), for the
+/// first kernel that has both among `scenarios` (Debian 6.1, then the test
+/// kernel, then Debian 6.12).
+pub fn trace_pair(scenarios: &[Scenario]) -> Option<(String, String)> {
+    let cell = |kernel: Kernel, without_status: bool| {
+        scenarios.iter().find(|s| {
+            s.name.starts_with("operstate/")
+                && s.guest.kernel == kernel
+                && s.guest.driver == Driver::Prefix
+                && s.device.features.contains("-status") == without_status
+        })
+    };
+    [Kernel::Debian61, Kernel::Test, Kernel::Debian612]
+        .into_iter()
+        .find_map(|k| Some((cell(k, false)?.name.clone(), cell(k, true)?.name.clone())))
+}
+
+/// Asks the pair's scenarios for the link-state trace.
+pub fn enable_traces(scenarios: &mut [Scenario], pair: &(String, String)) {
+    for s in scenarios.iter_mut() {
+        if s.name == pair.0 || s.name == pair.1 {
+            s.trace = Some(TraceRequest::link_state());
+        }
+    }
+}
+
+/// What the traces of the pair say.
+#[derive(Debug)]
+pub enum TraceEvidence {
+    /// They show the cause: the comparison, to print.
+    Confirms(TraceComparison),
+    /// They show something else: the comparison and what is off.
+    Contradicts(TraceComparison, String),
+    /// There are none to compare, and why.
+    Unavailable(String),
+}
+
+/// Lines up the pair's traces in `report` and checks them against the
+/// cause: in the abnormal run `netif_carrier_off <- virtnet_probe` is
+/// missing and the link-watch chain never ran.
+pub fn trace_evidence(report: &RunReport, pair: &(String, String)) -> TraceEvidence {
+    let find = |name: &str| report.results.iter().find(|r| r.scenario.name == name);
+    let (Some(normal), Some(abnormal)) = (find(&pair.0), find(&pair.1)) else {
+        return TraceEvidence::Unavailable("the pre-fix cells did not run".into());
+    };
+    let (ta, tb) = match (trace::of_result(normal), trace::of_result(abnormal)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return TraceEvidence::Unavailable(e),
+    };
+    let (steps_a, steps_b) = (normal.scenario.step_words(), abnormal.scenario.step_words());
+    let c = compare(
+        &Side {
+            name: "the normal run",
+            scenario: &pair.0,
+            engine: &report.engine,
+            steps: &steps_a,
+            trace: ta,
+        },
+        &Side {
+            name: "the abnormal run",
+            scenario: &pair.1,
+            engine: &report.engine,
+            steps: &steps_b,
+            trace: tb,
+        },
+    );
+    const CAUSE: &str = "netif_carrier_off <- virtnet_probe";
+    let missing = c
+        .calls
+        .iter()
+        .any(|x| x.call == CAUSE && x.a > 0 && x.b == 0);
+    let chain = c.chains.iter().any(|ch| ch.never_in == "B");
+    match (missing, chain) {
+        (true, true) => TraceEvidence::Confirms(c),
+        _ => {
+            let mut off = Vec::new();
+            if !missing {
+                off.push(format!(
+                    "`{CAUSE}` is not missing in the abnormal run ({} calls against {})",
+                    tb.events.iter().filter(|e| e.call() == CAUSE).count(),
+                    ta.events.iter().filter(|e| e.call() == CAUSE).count()
+                ));
+            }
+            if !chain {
+                off.push(
+                    "the link-watch chain did not stay silent in the abnormal run only".into(),
+                );
+            }
+            TraceEvidence::Contradicts(c, off.join("; "))
+        }
+    }
+}
+
 /// What the bug is, why it happens and how it was fixed.
 pub const EXPLANATION: &str = "\
 Why: before Linux commit bda7fab54828 (\"virtio-net: Fix operstate for virtio when no
@@ -101,7 +200,9 @@ dev->operstate stayed IF_OPER_UNKNOWN and `ip link` shows `state UNKNOWN` with
 carrier_changes 0 (the interface works; only its state is wrong). Reloading the driver
 runs the same probe path, so `rmmod virtio_net; modprobe virtio_net` does not help, and a
 device that offers STATUS (QEMU's default; the original cloud case had status=off) hides
-the bug.
+the bug. The traces above show it call by call: without STATUS, virtnet_probe() calls
+netif_carrier_on() with no netif_carrier_off() before it, and linkwatch_fire_event(),
+the link-watch work and rfc2863_policy() (which holds default_operstate()) never run.
 Fix: the driver calls netif_carrier_off() in both cases, so the netif_carrier_on() that
 follows is a real transition (carrier_changes 2) and link watch sets the operstate to UP.";
 
@@ -200,6 +301,62 @@ mod tests {
         assert!(none
             .iter()
             .all(|(n, why)| n.starts_with("qemu") && why.contains("not the lab's device")));
+    }
+
+    #[test]
+    fn the_pre_fix_cells_are_traced_and_show_the_cause() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let all = crate::scenario::load_paths(&[dir]).unwrap();
+        let engine = FakeEngine::new();
+        let mut chosen = select(all, &engine);
+        let pair = trace_pair(&chosen).unwrap();
+        assert_eq!(
+            pair,
+            (
+                "operstate/6.1-prefix/status".to_string(),
+                "operstate/6.1-prefix/no-status".to_string()
+            )
+        );
+        enable_traces(&mut chosen, &pair);
+        let traced: Vec<&str> = chosen
+            .iter()
+            .filter(|s| s.trace.is_some())
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(traced.len(), 2, "{traced:?}");
+        let cells: Vec<Scenario> = chosen
+            .into_iter()
+            .filter(|s| s.name == pair.0 || s.name == pair.1)
+            .collect();
+        let work = tempfile::tempdir().unwrap();
+        let report = run(Arc::new(engine), cells, work.path().to_path_buf());
+        match trace_evidence(&report, &pair) {
+            TraceEvidence::Confirms(c) => {
+                let text = crate::trace::render(&c);
+                assert!(text.contains(
+                    "the normal run calls `netif_carrier_off <- virtnet_probe` (call 3, boot): it \
+                     is missing in the abnormal run"
+                ), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Only the test kernel's pair runs on the kernel-only route.
+        let test_only: Vec<Scenario> =
+            crate::scenario::load_paths(&[
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
+            ])
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.guest.kernel == Kernel::Test)
+            .collect();
+        assert_eq!(
+            trace_pair(&test_only).unwrap().1,
+            "operstate/test-prefix/no-status"
+        );
+        assert!(matches!(
+            trace_evidence(&report, &("x".into(), "y".into())),
+            TraceEvidence::Unavailable(_)
+        ));
     }
 
     #[test]

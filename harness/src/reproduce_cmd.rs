@@ -6,6 +6,7 @@ use harness::engine::{Registry, ENGINE_ENV};
 use harness::host::KvmKind;
 use harness::report;
 use harness::reproduce;
+use harness::trace;
 
 /// `harness reproduce`.
 #[derive(Debug, Args)]
@@ -30,7 +31,11 @@ pub fn reproduce(args: ReproduceArgs) -> anyhow::Result<i32> {
     println!("host:   {kvm}");
     println!("engine: {}", engine.name());
     println!("        because {why}");
-    let scenarios = reproduce::select(crate::cli::default_scenarios()?, engine.as_ref());
+    let mut scenarios = reproduce::select(crate::cli::default_scenarios()?, engine.as_ref());
+    let pair = reproduce::trace_pair(&scenarios);
+    if let Some(p) = &pair {
+        reproduce::enable_traces(&mut scenarios, p);
+    }
     if scenarios.is_empty() {
         anyhow::bail!(
             "the engine {} can run none of the operstate and reload scenarios",
@@ -52,6 +57,33 @@ pub fn reproduce(args: ReproduceArgs) -> anyhow::Result<i32> {
     for line in reproduce::verdict_lines(&report) {
         println!("{line}");
     }
+    let evidence = pair
+        .as_ref()
+        .map(|p| (p, reproduce::trace_evidence(&report, p)));
+    let mut contradicted = false;
+    match &evidence {
+        None => println!(
+            "\n(no pre-fix operstate cell pair runs on this engine, so no kernel call trace is compared)"
+        ),
+        Some(((normal, abnormal), e)) => {
+            println!(
+                "\nWhat the kernel did: the link-state functions traced in the two pre-fix cells, \
+                 A = {normal} (the normal run, device with STATUS) and B = {abnormal} (the \
+                 abnormal run, without):\n"
+            );
+            match e {
+                reproduce::TraceEvidence::Confirms(c) => print!("{}", trace::render(c)),
+                reproduce::TraceEvidence::Contradicts(c, why) => {
+                    print!("{}", trace::render(c));
+                    println!("\nTHE TRACES DO NOT SHOW THE CAUSE ABOVE: {why}");
+                    contradicted = true;
+                }
+                reproduce::TraceEvidence::Unavailable(why) => {
+                    println!("no traces to compare: {why}");
+                }
+            }
+        }
+    }
     println!("\n{}", reproduce::EXPLANATION);
     if let Some(p) = &args.junit {
         std::fs::write(p, report::junit(&report))
@@ -61,7 +93,11 @@ pub fn reproduce(args: ReproduceArgs) -> anyhow::Result<i32> {
         std::fs::write(p, report::json(&report, true))
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
-    let code = report.exit_code(true);
+    let code = if contradicted {
+        harness::outcome::EXIT_FAILED
+    } else {
+        report.exit_code(true)
+    };
     if code == 0 {
         println!(
             "\nreproduced: every cell matched (engine: {})",

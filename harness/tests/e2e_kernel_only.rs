@@ -8,8 +8,13 @@
 //! Off by default because the first run builds the test kernels (about 6
 //! minutes on 2 cores; later from the cache): opt in with
 //! `VNETLAB_REQUIRE=kernel-build` (CI sets `all`) or `-- --ignored`.
+//!
+//! The traced matrix (issue 7) runs the four operstate cells with the
+//! link-state trace and checks the comparison of the pre-fix pair.
 
 use std::path::Path;
+
+mod common;
 
 use harness::engine::Registry;
 use harness::outcome::Verdict;
@@ -85,6 +90,16 @@ fn shipped_scenarios_pass(families: &'static [&'static str]) -> Result<(), Faile
     Ok(())
 }
 
+/// The operstate cells of the test kernel traced with the default set on
+/// our VMM (issue 7): the pre-fix driver without STATUS never calls
+/// netif_carrier_off() from virtnet_probe() and never runs link watch.
+fn traced_matrix_on_our_engine() -> Result<(), Failed> {
+    let engine = Registry::builtin().create(Some("vmm-kernel-only"))?;
+    let text = common::run_traced_matrix(engine, "test")?;
+    eprintln!("{text}");
+    Ok(())
+}
+
 fn main() {
     let needs = [
         Need::Kvm,
@@ -100,6 +115,11 @@ fn main() {
         })
         .test("reload_flap_and_features_on_our_engine", &needs, || {
             shipped_scenarios_pass(&["reload/", "flap/", "features/"])
-        });
+        })
+        .test(
+            "traced_matrix_on_our_engine",
+            &needs,
+            traced_matrix_on_our_engine,
+        );
     suite.run()
 }

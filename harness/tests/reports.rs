@@ -308,6 +308,7 @@ fn an_empty_observation_list_reports_cleanly() {
         shows: vec![],
         serial_tail: vec![],
         timing: Default::default(),
+        trace: None,
     };
     let s = load_str(SCENARIOS, Path::new("m.toml")).unwrap();
     let r = harness::runner::judge(&s[0], o);

@@ -201,6 +201,7 @@ fn observed(link: LinkView, serial: &[&str]) -> Observation {
         }],
         serial_tail: serial.iter().map(|s| s.to_string()).collect(),
         timing: Timing::default(),
+        trace: None,
     }
 }
 

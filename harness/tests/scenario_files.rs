@@ -10,6 +10,7 @@ use harness::scenario::{
     load_paths, load_str, CarrierChanges, Driver, Kernel, LinkState, LoadError, Scenario, Step,
     Transport,
 };
+use harness::trace::TraceRequest;
 
 const VALID: &str = r#"# a comment
 [[scenario]]
@@ -132,6 +133,60 @@ fn refused(text: &str, line: usize, reason: &str) {
 fn valid_with(from: &str, to: &str) -> String {
     assert!(VALID.contains(from), "{from}");
     VALID.replacen(from, to, 1)
+}
+
+#[test]
+fn a_trace_is_the_default_set_or_a_list() {
+    let s = load(&valid_with(
+        "description = \"d\"",
+        "description = \"d\"\ntrace = true",
+    ))
+    .unwrap();
+    assert_eq!(s[0].trace, Some(TraceRequest::link_state()));
+    assert_eq!(s[1].trace, None, "no key, no trace");
+    let s = load(&valid_with(
+        "description = \"d\"",
+        "description = \"d\"\ntrace = [\"netif_carrier_on\", \"foo.isra.0\", \"netif_carrier_on\"]",
+    ))
+    .unwrap();
+    assert_eq!(
+        s[0].trace.as_ref().unwrap().functions,
+        ["netif_carrier_on", "foo.isra.0"]
+    );
+    let s = load(&valid_with(
+        "description = \"d\"",
+        "description = \"d\"\ntrace = false",
+    ))
+    .unwrap();
+    assert_eq!(s[0].trace, None);
+}
+
+#[test]
+fn bad_traces_are_errors() {
+    let with = |value: &str| {
+        valid_with(
+            "description = \"d\"",
+            &format!("description = \"d\"\ntrace = {value}"),
+        )
+    };
+    refused(
+        &with("\"yes\""),
+        5,
+        "trace is true (the default link-state set), false, or a list",
+    );
+    refused(&with("[1, 2]"), 5, "trace lists function names, as strings");
+    refused(&with("[]"), 5, "trace: the trace names no function");
+    refused(
+        &with("[\"ip link\"]"),
+        5,
+        "trace: `ip link` is not a kernel function name",
+    );
+    let many: Vec<String> = (0..33).map(|i| format!("\"f{i}\"")).collect();
+    refused(
+        &with(&format!("[{}]", many.join(", "))),
+        5,
+        "at most 32 can be traced at once",
+    );
 }
 
 #[test]

@@ -20,11 +20,12 @@
  *   vnetlab.timeout=240        (watchdog for the whole run, seconds)
  *
  * Every step prints lines starting with "vnetlab: " followed by a tag (BEGIN,
- * STEP, OK, FAIL, LINK, CARRIER, NOTE, END); LINK lines carry exactly the
+ * STEP, OK, FAIL, LINK, CARRIER, NOTE, TRACE, END); LINK lines carry exactly the
  * first line `ip link show` (iproute2) prints for the interface. At the end
  * the probe writes its exit status to the VMM's debug-exit port 0x501 (0 =
  * every step passed). guest-images/kernel-only/README.md documents the
- * protocol; keep the two in step.
+ * protocol; keep the two in step. When vnetlab.trace= asked for a call
+ * trace (vnetlab_trace.c), its record is printed before END.
  *
  * Nothing here can hang the guest: every wait has a deadline, rtnl is taken
  * with a deadline, and a watchdog timer ends the machine if a step blocks.
@@ -56,6 +57,9 @@
 
 /* Defined in net/core/link_watch.c, declared in net/core/dev.h. */
 void linkwatch_run_queue(void);
+/* Defined in vnetlab_trace.c: the boot-time call trace (vnetlab.trace=). */
+void vnl_trace_set_step(unsigned int step);
+void vnl_trace_dump(void);
 
 #define VNL_PROTOCOL		1
 #define VNL_MAX_STEPS		64
@@ -133,6 +137,7 @@ static void vnl_exit(int status)
 static void vnl_watchdog_fired(struct timer_list *t)
 {
 	pr_info("FAIL watchdog: the steps did not finish within %u s\n", probe_timeout);
+	vnl_trace_dump();
 	vnl_exit(VNL_EXIT_WATCHDOG);
 }
 
@@ -585,6 +590,7 @@ static int __init vnetlab_probe_init(void)
 		int err;
 
 		pr_info("STEP %u/%u %s\n", i + 1, vnl_nsteps, st->text);
+		vnl_trace_set_step(i + 1);
 		err = vnl_run_step(st, &why);
 		if (err) {
 			pr_info("FAIL %u/%u %s %lld ms: %s (%d)\n", i + 1, vnl_nsteps,
@@ -598,6 +604,7 @@ static int __init vnetlab_probe_init(void)
 			break;
 	}
 	del_timer_sync(&vnl_watchdog);
+	vnl_trace_dump();
 	vnl_exit(status);
 	return 0;
 }

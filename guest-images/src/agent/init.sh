@@ -13,6 +13,10 @@
 #   vnetlab.step_timeout=SECS deadline of one step (default 60)
 #   vnetlab.poweroff=poweroff|reboot   how to end (default poweroff)
 #   vnetlab.modules=auto|none load /vnetlab/modules at start (default auto)
+#   vnetlab.trace=F1,F2,...   kernel functions to record with the tracefs
+#                             function tracer, from before the modules load
+#                             until the steps are done; the trace is printed
+#                             between TRACE BEGIN and TRACE END
 
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 M=@@VNETLAB@@
@@ -33,6 +37,7 @@ TIMEOUT=120
 STEP_TIMEOUT=60
 POWEROFF=poweroff
 MODULES=auto
+TRACE=
 for word in $(cat /proc/cmdline); do
     case "$word" in
         vnetlab.steps=*) STEPS="${word#vnetlab.steps=}" ;;
@@ -40,6 +45,7 @@ for word in $(cat /proc/cmdline); do
         vnetlab.step_timeout=*) STEP_TIMEOUT="${word#vnetlab.step_timeout=}" ;;
         vnetlab.poweroff=*) POWEROFF="${word#vnetlab.poweroff=}" ;;
         vnetlab.modules=*) MODULES="${word#vnetlab.modules=}" ;;
+        vnetlab.trace=*) TRACE="${word#vnetlab.trace=}" ;;
     esac
 done
 if [ -z "$STEPS" ] && [ -f /vnetlab/steps ]; then
@@ -69,6 +75,107 @@ end_machine() {
     while true; do sleep 60; done
 }
 
+# --- Kernel call trace (vnetlab.trace=) ---
+# The function tracer of tracefs with set_ftrace_filter holding exactly the
+# requested functions. A function the kernel cannot trace is reported as
+# such (TRACE FUNC NAME untraceable: WHY), never dropped in silence. The
+# tracer is only enabled when the filter holds a function of the kernel
+# proper: an empty filter would trace every function.
+T=/sys/kernel/tracing
+TRACING=0
+TRACE_FUNCS=$(echo "$TRACE" | tr ',' ' ')
+
+# in_list FILE NAME: whether a line of FILE starts with the word NAME
+# (set_ftrace_filter and available_filter_functions print `name [module]`).
+in_list() {
+    awk -v f="$2" '$1 == f { found = 1 } END { exit !found }' "$1" 2>/dev/null
+}
+
+# trace_setup: before the modules load, so that the driver's probe is seen.
+trace_setup() {
+    n=0
+    for f in $TRACE_FUNCS; do n=$((n + 1)); done
+    [ -e "$T/available_tracers" ] || $BB mount -t tracefs nodev "$T" 2>/dev/null
+    echo "$M TRACE SETUP requested=$n tracefs=$T"
+    if ! grep -qw function "$T/available_tracers" 2>/dev/null || [ ! -w "$T/set_ftrace_filter" ]; then
+        TRACE_WHY="this kernel has no function tracer (no tracefs at $T, or no function tracer in available_tracers: CONFIG_FUNCTION_TRACER and CONFIG_DYNAMIC_FTRACE are needed)"
+        echo "$M TRACE ERROR $TRACE_WHY"
+        return
+    fi
+    echo nop > "$T/current_tracer"
+    echo > "$T/set_ftrace_filter"
+    TRACE_PENDING=
+    for f in $TRACE_FUNCS; do
+        echo "$f" >> "$T/set_ftrace_filter" 2>/dev/null || TRACE_PENDING="$TRACE_PENDING $f"
+    done
+    # Not in the kernel proper: perhaps in a module the agent loads. ftrace
+    # keeps `NAME:mod:MODULE` and applies it when the module loads.
+    if [ -n "$TRACE_PENDING" ] && [ -f /vnetlab/modules ]; then
+        moddir=/lib/modules/$(uname -r)
+        while read -r path; do
+            [ -z "$path" ] && continue
+            name=$(basename "$path" .ko)
+            for f in $TRACE_PENDING; do
+                # Not -F: busybox's grep -F misses text in binary files.
+                grep -q "$f" "$moddir/$path" 2>/dev/null && echo "$f:mod:$name" >> "$T/set_ftrace_filter" 2>/dev/null
+            done
+        done < /vnetlab/modules
+    fi
+    if grep -v '^#' "$T/set_ftrace_filter" | grep -qv ':mod:'; then
+        echo function > "$T/current_tracer" && TRACING=1
+    fi
+    [ "$TRACING" = 1 ] || TRACE_LATE=1
+}
+
+# trace_check: after the modules loaded; reports every requested function.
+trace_check() {
+    if [ -n "$TRACE_WHY" ]; then
+        for f in $TRACE_FUNCS; do echo "$M TRACE FUNC $f untraceable: $TRACE_WHY"; done
+        return
+    fi
+    if [ "$TRACE_LATE" = 1 ] && grep -v '^#' "$T/set_ftrace_filter" | grep -qv ':mod:'; then
+        echo "$M TRACE ERROR none of the requested functions is in the kernel proper: tracing starts after the modules loaded, so their probe is not seen"
+        echo function > "$T/current_tracer" && TRACING=1
+    fi
+    avail=
+    for f in $TRACE_FUNCS; do
+        if [ "$TRACING" = 1 ] && in_list "$T/set_ftrace_filter" "$f"; then
+            echo "$M TRACE FUNC $f traceable"
+            continue
+        fi
+        if [ -z "$avail" ]; then
+            avail=/tmp/available_filter_functions
+            cat "$T/available_filter_functions" > "$avail" 2>/dev/null
+        fi
+        if in_list "$avail" "$f"; then
+            echo "$M TRACE FUNC $f untraceable: in available_filter_functions, but set_ftrace_filter did not take it"
+        else
+            echo "$M TRACE FUNC $f untraceable: not in available_filter_functions (inlined, notrace, or in neither the kernel nor the modules the agent loaded)"
+        fi
+    done
+    if [ "$TRACING" != 1 ]; then
+        echo "$M TRACE ERROR none of the requested functions can be traced; the function tracer was not enabled (an empty filter would trace every function)"
+    fi
+}
+
+# trace_mark N: tells the trace that agent step N begins.
+trace_mark() {
+    [ "$TRACING" = 1 ] && echo "vnetlab-step $1" > "$T/trace_marker" 2>/dev/null
+}
+
+# trace_dump: stops recording and prints the trace file verbatim.
+trace_dump() {
+    [ "$TRACING" = 1 ] || return 0
+    echo 0 > "$T/tracing_on"
+    echo "$M TRACE BEGIN"
+    lines=0
+    while IFS= read -r line || [ -n "$line" ]; do
+        lines=$((lines + 1))
+        echo "$M TRACE LINE $line"
+    done < "$T/trace"
+    echo "$M TRACE END lines=$lines"
+}
+
 # Quiet kernel: only errors and worse reach the console while steps run, so
 # kernel lines do not interleave with the agent's.
 echo 4 > /proc/sys/kernel/printk
@@ -80,6 +187,8 @@ echo "$M AGENT START version=1 kernel=$(uname -r) timeout=$TIMEOUT step_timeout=
     echo "$M WATCHDOG expired after ${TIMEOUT}s; powering off"
     end_machine
 ) &
+
+[ -n "$TRACE_FUNCS" ] && trace_setup
 
 if [ "$MODULES" = auto ] && [ -f /vnetlab/modules ]; then
     moddir=/lib/modules/$(uname -r)
@@ -97,6 +206,8 @@ if [ "$MODULES" = auto ] && [ -f /vnetlab/modules ]; then
     done < /vnetlab/modules
 fi
 
+[ -n "$TRACE_FUNCS" ] && trace_check
+
 n=0
 failed=0
 IFS_SAVED=$IFS
@@ -108,6 +219,7 @@ IFS=$IFS_SAVED
 for enc in "$@"; do
     [ -z "$enc" ] && continue
     n=$((n + 1))
+    trace_mark "$n"
     echo "$M STEP $n BEGIN t=$(uptime_s) cmd=$enc"
     VNETLAB_CMD=$(decode "$enc") timeout "$STEP_TIMEOUT" /bin/sh -c '. /vnetlab/lib.sh; eval "$VNETLAB_CMD"' \
         > /tmp/step.out 2>&1 < /dev/null
@@ -119,5 +231,6 @@ for enc in "$@"; do
     echo "$M STEP $n END rc=$rc t=$(uptime_s)"
 done
 
+[ -n "$TRACE_FUNCS" ] && trace_dump
 echo "$M DONE steps=$n failed=$failed t=$(uptime_s)"
 end_machine

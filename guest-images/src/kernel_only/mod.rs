@@ -19,6 +19,7 @@
 //! ```
 
 pub mod probe;
+pub mod trace;
 mod tree;
 
 use std::collections::BTreeMap;
@@ -43,6 +44,15 @@ pub const CONFIG_FRAGMENT: &str = include_str!("../../kernel-only/vnetlab.config
 pub const PROBE_SOURCE: &str = include_str!("../../kernel-only/probe/vnetlab_probe.c");
 /// Where the probe goes in the kernel tree.
 pub const PROBE_TREE_PATH: &str = "drivers/net/vnetlab_probe.c";
+/// The boot-time call trace's C source (`vnetlab.trace=`, see [`trace`]).
+pub const TRACE_SOURCE: &str = include_str!("../../kernel-only/probe/vnetlab_trace.c");
+/// Where the trace source goes in the kernel tree.
+pub const TRACE_TREE_PATH: &str = "drivers/net/vnetlab_trace.c";
+/// The lab's own sources in the kernel tree: (path in the tree, text).
+pub const PROBE_FILES: [(&str, &str); 2] = [
+    (PROBE_TREE_PATH, PROBE_SOURCE),
+    (TRACE_TREE_PATH, TRACE_SOURCE),
+];
 /// Where the fragment goes in the kernel tree (so `make vnetlab.config` finds it).
 pub const FRAGMENT_TREE_PATH: &str = "kernel/configs/vnetlab.config";
 
@@ -57,6 +67,10 @@ pub const COMMON_PATCHES: &[(&str, &str)] = &[
     (
         "0002-net-build-the-vnetlab-probe.patch",
         include_str!("../../kernel-only/patches/common/0002-net-build-the-vnetlab-probe.patch"),
+    ),
+    (
+        "0003-tracing-vnetlab_lean_tracing.patch",
+        include_str!("../../kernel-only/patches/common/0003-tracing-vnetlab_lean_tracing.patch"),
     ),
 ];
 
@@ -81,12 +95,15 @@ pub const PREFIX_PATCH: (&str, &str) = (
 ///   6.1 no longer has.
 /// - `vnetlab_no_int3_selftest`: skip the INT3 self-test of
 ///   `alternative_instructions()` (patch 0001 of this profile).
+/// - `vnetlab_lean_tracing`: skip ftrace's boot-time scan for weak-function
+///   records and the eval-map rewrite of trace event formats (patch 0003),
+///   half a minute of kallsyms lookups under the emulator.
 ///
 /// `nopv no-kvmclock` (needed by kernels with paravirtualization, e.g.
 /// Debian's) are left out: this kernel has no `CONFIG_HYPERVISOR_GUEST`, so
 /// it has neither paravirt ops nor kvmclock and would only pass the unknown
 /// words on to (non-existent) user space.
-pub const EMULATOR_CMDLINE: &str = "clearcpuid=xsave,cx16,smap,smep,umip,pku,fsgsbase,popcnt,bmi1,bmi2,avx,avx2,movbe,abm,adx,rdrand,rdseed,sha_ni,aes,pclmulqdq,sse4_1,sse4_2,erms,fsrm,hypervisor vnetlab_no_int3_selftest";
+pub const EMULATOR_CMDLINE: &str = "clearcpuid=xsave,cx16,smap,smep,umip,pku,fsgsbase,popcnt,bmi1,bmi2,avx,avx2,movbe,abm,adx,rdrand,rdseed,sha_ni,aes,pclmulqdq,sse4_1,sse4_2,erms,fsrm,hypervisor vnetlab_no_int3_selftest vnetlab_lean_tracing";
 
 /// The rest of the command line every kernel-only boot uses: the serial
 /// console, and a restart (not a hang) should the kernel panic.
@@ -230,11 +247,15 @@ pub fn build_from(
         .iter()
         .map(|(name, text)| json!({ "name": name, "sha256": sha256_hex(text.as_bytes()) }))
         .collect();
+    let sources: Vec<serde_json::Value> = PROBE_FILES
+        .iter()
+        .map(|(path, text)| json!({ "path": path, "sha256": sha256_hex(text.as_bytes()) }))
+        .collect();
     let inputs = json!({
         "source": source,
         "variant": variant,
         "fragment": sha256_hex(CONFIG_FRAGMENT.as_bytes()),
-        "probe": sha256_hex(PROBE_SOURCE.as_bytes()),
+        "probe": sources,
         "patches": patch_keys,
         "compiler": tools.compiler,
         "recipe": BUILD_RECIPE,
@@ -309,6 +330,8 @@ mod tests {
             [
                 "arch/x86/kernel/alternative.c",
                 "drivers/net/Makefile",
+                "kernel/trace/ftrace.c",
+                "kernel/trace/trace.c",
                 "drivers/net/virtio_net.c"
             ]
         );
@@ -341,8 +364,23 @@ mod tests {
             Some("y")
         );
         assert_eq!(wanted.get("CONFIG_MODULES").map(String::as_str), Some("n"));
-        assert!(PROBE_SOURCE.starts_with("// SPDX-License-Identifier: GPL-2.0"));
+        for key in [
+            "CONFIG_FTRACE",
+            "CONFIG_FUNCTION_TRACER",
+            "CONFIG_DYNAMIC_FTRACE",
+        ] {
+            assert_eq!(wanted.get(key).map(String::as_str), Some("y"), "{key}");
+        }
+        for (_, text) in PROBE_FILES {
+            assert!(text.starts_with("// SPDX-License-Identifier: GPL-2.0"));
+        }
         assert!(PROBE_SOURCE.contains("late_initcall(vnetlab_probe_init);"));
+        assert!(TRACE_SOURCE.contains("early_initcall(vnetlab_trace_init);"));
+        assert!(TRACE_SOURCE.contains(&format!("#define VNL_TRACE_PROTOCOL\t{}", trace::PROTOCOL)));
+        assert!(TRACE_SOURCE.contains(&format!(
+            "#define VNL_TRACE_MAX_FUNCS\t{}",
+            trace::MAX_FUNCTIONS
+        )));
         assert!(PROBE_SOURCE.contains(&format!("#define VNL_PROTOCOL\t\t{}", probe::PROTOCOL)));
     }
 }

@@ -237,7 +237,8 @@ pub fn parse_steps(list: &str) -> Result<Vec<ProbeStep>> {
 }
 
 /// The kernel command-line arguments that make the probe run `steps`, with
-/// an optional watchdog in seconds (`vnetlab.timeout=`, default 240 s).
+/// an optional watchdog in seconds (`vnetlab.timeout=`, default 240 s). A
+/// call trace is asked for apart, with [`super::trace::trace_arg`].
 pub fn probe_args(steps: &[ProbeStep], timeout_secs: Option<u32>) -> String {
     let list: Vec<String> = steps.iter().map(ToString::to_string).collect();
     let mut args = format!("vnetlab.probe={}", list.join(","));
@@ -382,6 +383,8 @@ pub struct ProbeReport {
     pub status: Option<u8>,
     /// Guest milliseconds from `BEGIN` to `END`.
     pub elapsed_ms: Option<u64>,
+    /// The call trace (`TRACE` lines), when `vnetlab.trace=` asked for one.
+    pub trace: Option<super::trace::ProbeTrace>,
 }
 
 impl ProbeReport {
@@ -529,6 +532,10 @@ pub fn parse_output(serial: &str) -> ProbeReport {
                 }
             }
             "NOTE" => report.notes.push(rest.to_string()),
+            "TRACE" => report
+                .trace
+                .get_or_insert_with(Default::default)
+                .parse_line(rest),
             "END" => {
                 let words: Vec<&str> = rest.split_whitespace().collect();
                 let field = |k: &str| {

@@ -10,7 +10,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{patches, Variant, CONFIG_FRAGMENT, FRAGMENT_TREE_PATH, PROBE_SOURCE, PROBE_TREE_PATH};
+use super::{patches, Variant, CONFIG_FRAGMENT, FRAGMENT_TREE_PATH, PROBE_FILES};
 use crate::apt::{self, PackageRef};
 use crate::cache;
 use crate::exec::{self, Tool, DPKG_DEB, MAKE, PATCH, TAR, XZ};
@@ -414,10 +414,9 @@ fn desired_files(
         let path = work.join(&rel);
         desired.insert(rel, std::fs::read(&path).map_err(io(&path))?);
     }
-    desired.insert(
-        PROBE_TREE_PATH.to_string(),
-        PROBE_SOURCE.as_bytes().to_vec(),
-    );
+    for (path, text) in PROBE_FILES {
+        desired.insert(path.to_string(), text.as_bytes().to_vec());
+    }
     desired.insert(
         FRAGMENT_TREE_PATH.to_string(),
         CONFIG_FRAGMENT.as_bytes().to_vec(),

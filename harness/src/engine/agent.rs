@@ -43,6 +43,7 @@ use super::{EngineError, Observation, RunContext, ShowObservation, Timing};
 use crate::link::ShowCapture;
 use crate::scenario::{LinkState, Scenario, Step};
 use crate::serial::kernel_panic;
+use crate::trace::{self, TraceRequest};
 
 /// The guest's interface (the initramfs has no udev: the first NIC is eth0).
 pub const IFACE: &str = "eth0";
@@ -112,6 +113,8 @@ pub struct AgentPlan {
     /// The agent's per-step deadline: a minute, or longer than the longest
     /// wait.
     pub step_timeout: Duration,
+    /// The kernel call trace the scenario asks for.
+    pub trace: Option<TraceRequest>,
 }
 
 impl AgentPlan {
@@ -149,6 +152,7 @@ impl AgentPlan {
         Ok(Self {
             steps,
             step_timeout,
+            trace: scenario.trace.clone(),
         })
     }
 
@@ -173,6 +177,11 @@ impl AgentPlan {
             step_timeout_secs: secs(self.step_timeout),
             poweroff,
             load_modules,
+            trace: self
+                .trace
+                .as_ref()
+                .map(|t| t.functions.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -538,6 +547,11 @@ pub fn observe(
             });
         }
     }
+    let trace = plan.trace.as_ref().map(|request| {
+        trace::agent::from_agent(request, transcript.trace.as_ref(), &|n| {
+            plan.step(n).map(|s| s.scenario_step)
+        })
+    });
     Ok(Observation {
         shows,
         serial_tail: tail(),
@@ -545,6 +559,7 @@ pub fn observe(
             boot: session.boot,
             total: ctx.started.elapsed(),
         },
+        trace,
     })
 }
 

@@ -2,14 +2,66 @@
 //! guest with [`GuestModel`](super::model::GuestModel); per scenario name
 //! (substring or glob) it can instead return a given observation, fail in
 //! any of the ways a real engine fails, hang, or refuse the scenario. Its
-//! name says it is a fake in every report.
+//! name says it is a fake in every report. A scenario's kernel call trace
+//! is simulated too, from the model's calls, and says so in its source.
 
 use std::time::{Duration, Instant};
 
-use super::model::GuestModel;
+use super::model::{GuestModel, MODELLED_FUNCTIONS};
 use super::{Engine, EngineError, Observation, RunContext, ShowObservation, Timing};
 use crate::scenario::{LinkState, Scenario, Step};
 use crate::select::matches;
+use crate::trace::{FunctionStatus, KernelTrace, TraceEvent, TraceRequest};
+
+/// How the fake's traces are recorded: not at all, they are simulated.
+pub const TRACE_SOURCE: &str =
+    "simulated by the fake engine's guest model (no kernel ran; a test double)";
+
+/// The trace of `request` from the model's calls, each tagged with its
+/// step; times are 1 ms apart, from 1 s.
+fn simulated_trace(request: &TraceRequest, calls: &[(usize, &str, &str)]) -> KernelTrace {
+    let mut trace = KernelTrace {
+        source: TRACE_SOURCE.to_string(),
+        requested: request.functions.clone(),
+        complete: true,
+        ..KernelTrace::default()
+    };
+    let statuses: Vec<FunctionStatus> = request
+        .functions
+        .iter()
+        .map(|f| {
+            let modelled = MODELLED_FUNCTIONS.contains(&f.as_str());
+            FunctionStatus {
+                name: f.clone(),
+                traceable: modelled,
+                reason: (!modelled).then(|| {
+                    if f == "default_operstate" {
+                        "inlined into rfc2863_policy (as in Debian's 6.1; simulated)".to_string()
+                    } else {
+                        "the fake engine's model does not simulate this function".to_string()
+                    }
+                }),
+            }
+        })
+        .collect();
+    trace.set_statuses(&statuses);
+    for (step, function, caller) in calls {
+        if !trace.traced(function) {
+            continue;
+        }
+        let seq = trace.events.len() + 1;
+        trace.events.push(TraceEvent {
+            seq,
+            function: (*function).to_string(),
+            caller: (*caller).to_string(),
+            timestamp_ns: 1_000_000_000 + seq as u64 * 1_000_000,
+            cpu: 0,
+            step: Some(*step),
+            task: None,
+        });
+    }
+    trace
+}
 
 /// The environment variable `harness run --engine fake` reads for faults:
 /// `PATTERN=KIND[,PATTERN=KIND...]`, KIND one of the
@@ -135,7 +187,12 @@ impl FakeEngine {
         let mut guest: Option<GuestModel> = None;
         let mut shows = Vec::new();
         let mut boot = None;
+        let mut calls: Vec<(usize, &str, &str)> = Vec::new();
         for (i, step) in scenario.steps.iter().enumerate() {
+            if let Some(g) = guest.as_mut() {
+                // The calls of the step before, now that it is over.
+                calls.extend(g.take_calls().into_iter().map(|(f, c)| (i - 1, f, c)));
+            }
             if ctx.should_stop() {
                 return Err(ctx.timed_out());
             }
@@ -176,6 +233,10 @@ impl FakeEngine {
                 }
             }
         }
+        if let Some(g) = guest.as_mut() {
+            let last = scenario.steps.len().saturating_sub(1);
+            calls.extend(g.take_calls().into_iter().map(|(f, c)| (last, f, c)));
+        }
         Ok(Observation {
             shows,
             serial_tail: ctx.serial.lines(),
@@ -183,6 +244,10 @@ impl FakeEngine {
                 boot,
                 total: start.elapsed(),
             },
+            trace: scenario
+                .trace
+                .as_ref()
+                .map(|request| simulated_trace(request, &calls)),
         })
     }
 }

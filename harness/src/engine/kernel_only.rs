@@ -24,6 +24,7 @@ use super::{Engine, EngineError, Observation, RunContext, ShowObservation, Timin
 use crate::host::KvmKind;
 use crate::link::ShowCapture;
 use crate::scenario::{Driver, Kernel, LinkState, Scenario, Step};
+use crate::trace::{self, TraceRequest};
 
 /// Guest memory for a kernel-only boot (the probe needs little; less memory
 /// also boots faster under the emulator).
@@ -79,12 +80,25 @@ impl KernelOnlyEngine {
     }
 }
 
-/// The probe steps for a scenario, and for each probe step (1-based) the
-/// device-side link change to make when the probe starts it.
-fn translate(scenario: &Scenario) -> (Vec<ProbeStep>, HashMap<usize, LinkState>) {
+/// A scenario translated for the probe.
+#[derive(Debug)]
+struct ProbePlan {
+    /// The probe's steps.
+    steps: Vec<ProbeStep>,
+    /// For a probe step (1-based), the device-side link change to make when
+    /// the probe starts it.
+    actions: HashMap<usize, LinkState>,
+    /// Probe step `n` (1-based) carries out scenario step `scenario_steps[n - 1]`.
+    scenario_steps: Vec<usize>,
+}
+
+/// The probe steps for a scenario.
+fn translate(scenario: &Scenario) -> ProbePlan {
     let mut steps = Vec::new();
     let mut actions = HashMap::new();
-    for step in &scenario.steps {
+    let mut scenario_steps = Vec::new();
+    for (i, step) in scenario.steps.iter().enumerate() {
+        let before = steps.len();
         match step {
             Step::Boot => {}
             Step::LinkUp => steps.push(ProbeStep::Up),
@@ -103,8 +117,31 @@ fn translate(scenario: &Scenario) -> (Vec<ProbeStep>, HashMap<usize, LinkState>)
                 actions.insert(steps.len(), *state);
             }
         }
+        scenario_steps.extend(std::iter::repeat_n(i, steps.len() - before));
     }
-    (steps, actions)
+    ProbePlan {
+        steps,
+        actions,
+        scenario_steps,
+    }
+}
+
+/// `vnetlab.trace=` for `request` on `kernel`: the names looked up in its
+/// System.map.
+fn trace_arg(kernel: &KernelOnlyArtifacts, request: &TraceRequest) -> Result<String, EngineError> {
+    let map =
+        std::fs::read_to_string(&kernel.system_map).map_err(|e| EngineError::Infrastructure {
+            detail: format!(
+                "cannot read the test kernel's System.map {}: {e}",
+                kernel.system_map.display()
+            ),
+        })?;
+    let targets = kernel_only::trace::resolve(&map, &request.functions).map_err(|e| {
+        EngineError::Infrastructure {
+            detail: format!("the trace cannot be passed to the test kernel: {e}"),
+        }
+    })?;
+    Ok(kernel_only::trace::trace_arg(&targets))
 }
 
 /// The device as the VMM's `--net` describes it.
@@ -244,14 +281,19 @@ impl Engine for KernelOnlyEngine {
 
     fn run(&self, scenario: &Scenario, ctx: &RunContext) -> Result<Observation, EngineError> {
         let kernel = self.kernel(scenario.guest.driver)?;
-        let (steps, actions) = translate(scenario);
+        let plan = translate(scenario);
         let timeout = ctx.remaining();
         let mut config = VmConfig::new(&kernel.vmlinux);
         config.cmdline = kernel_only::command_line(
             self.emulated(),
-            &steps,
+            &plan.steps,
             Some(timeout.as_secs().clamp(1, u64::from(u32::MAX)) as u32),
         );
+        if let Some(request) = &scenario.trace {
+            config.cmdline.push(' ');
+            config.cmdline.push_str(&trace_arg(&kernel, request)?);
+        }
+        super::agent::check_cmdline(&config.cmdline)?;
         config.memory_mib = MEMORY_MIB;
         config.timeout = Some(timeout);
         config.nets = vec![net_config(scenario)?];
@@ -265,8 +307,8 @@ impl Engine for KernelOnlyEngine {
         let stopper = vm.stopper();
         let mut follower = Follower {
             seen: 0,
-            total: steps.len(),
-            actions,
+            total: plan.steps.len(),
+            actions: plan.actions.clone(),
             control: vm.net_controls().first().cloned(),
         };
         let started = Instant::now();
@@ -305,7 +347,14 @@ impl Engine for KernelOnlyEngine {
         })?;
         let report = probe::parse_output(&text);
         judge_outcome(&outcome, &report, &text, &kernel, ctx)?;
-        observations(scenario, &report, ctx, started.elapsed())
+        let mut observation = observations(scenario, &report, ctx, started.elapsed())?;
+        observation.trace = scenario.trace.as_ref().map(|request| {
+            trace::probe::from_probe(request, report.trace.as_ref(), &|n| {
+                let i = usize::try_from(n).ok()?.checked_sub(1)?;
+                plan.scenario_steps.get(i).copied()
+            })
+        });
+        Ok(observation)
     }
 }
 
@@ -426,6 +475,7 @@ fn observations(
             boot: report.begin_time_s.map(Duration::from_secs_f64),
             total,
         },
+        trace: None,
     })
 }
 
@@ -454,8 +504,8 @@ show = "down"
 operstate = "DOWN"
 "#,
         );
-        let (steps, actions) = translate(&s);
-        let text: Vec<String> = steps.iter().map(ToString::to_string).collect();
+        let plan = translate(&s);
+        let text: Vec<String> = plan.steps.iter().map(ToString::to_string).collect();
         assert_eq!(
             text,
             [
@@ -469,9 +519,11 @@ operstate = "DOWN"
                 "show"
             ]
         );
-        assert_eq!(actions.len(), 2);
-        assert_eq!(actions[&4], LinkState::Down);
-        assert_eq!(actions[&7], LinkState::Up);
+        assert_eq!(plan.actions.len(), 2);
+        assert_eq!(plan.actions[&4], LinkState::Down);
+        assert_eq!(plan.actions[&7], LinkState::Up);
+        // Probe step n carries out scenario step scenario_steps[n - 1].
+        assert_eq!(plan.scenario_steps, [1, 2, 3, 4, 5, 6, 7, 8]);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use serde::Serialize;
 use crate::link::LinkView;
 use crate::scenario::Scenario;
 use crate::serial::SerialTail;
+use crate::trace::KernelTrace;
 
 /// Something that can run scenarios: our VMM, QEMU, or a test double.
 pub trait Engine: Send + Sync + 'static {
@@ -168,6 +169,8 @@ pub struct Observation {
     pub serial_tail: Vec<String>,
     /// Timing.
     pub timing: Timing,
+    /// The kernel call trace, when the scenario asked for one.
+    pub trace: Option<KernelTrace>,
 }
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -18,6 +18,11 @@
 //!   config interrupt: carrier off (NO-CARRIER, state DOWN) or on.
 //! - `ip link` prints state DOWN for an interface that is administratively
 //!   down, whatever its operstate.
+//!
+//! It also keeps the calls of the link-state functions a kernel call trace
+//! would show, in the order Linux 6.1 makes them (see the lab's real traces
+//! in `harness/tests/fixtures/agent/trace-*.txt`): a carrier change fires a
+//! link-watch event, and the link-watch work runs `rfc2863_policy()`.
 
 use devices::virtio::net::features as vfeatures;
 
@@ -41,7 +46,26 @@ pub struct GuestModel {
     carrier: bool,
     operstate: Operstate,
     carrier_changes: u64,
+    calls: Vec<(&'static str, &'static str)>,
+    linkwatch_pending: bool,
 }
+
+/// The functions whose calls the model keeps (`default_operstate` is
+/// inlined into `rfc2863_policy`, as in Debian's 6.1).
+pub const MODELLED_FUNCTIONS: &[&str] = &[
+    "virtnet_probe",
+    "virtnet_open",
+    "virtnet_config_changed_work",
+    "netif_carrier_on",
+    "netif_carrier_off",
+    "linkwatch_init_dev",
+    "linkwatch_fire_event",
+    "linkwatch_event",
+    "__linkwatch_run_queue",
+    "linkwatch_do_dev",
+    "rfc2863_policy",
+    "dev_activate",
+];
 
 impl GuestModel {
     /// Boots: the driver probes the device the scenario describes.
@@ -69,43 +93,85 @@ impl GuestModel {
             carrier: true,
             operstate: Operstate::Unknown,
             carrier_changes: 0,
+            calls: Vec::new(),
+            linkwatch_pending: false,
         };
         m.probe();
         Ok(m)
     }
 
+    fn call(&mut self, function: &'static str, caller: &'static str) {
+        self.calls.push((function, caller));
+    }
+
     fn probe(&mut self) {
+        self.call("virtnet_probe", "virtio_dev_probe");
         self.ifindex += 1;
         self.admin_up = false;
         self.carrier = true;
         self.operstate = Operstate::Unknown;
         self.carrier_changes = 0;
+        self.call("linkwatch_init_dev", "register_netdevice");
         if self.driver == Driver::Stock || self.status {
-            self.carrier_off();
+            self.carrier_off("virtnet_probe");
         }
-        if !self.status || self.device_link_up {
-            self.carrier_on();
+        if !self.status {
+            self.carrier_on("virtnet_probe");
+        } else if self.device_link_up {
+            self.call("virtnet_config_changed_work", "process_one_work");
+            self.carrier_on("virtnet_config_changed_work");
         }
+        self.run_linkwatch();
     }
 
-    fn carrier_on(&mut self) {
+    fn carrier_on(&mut self, caller: &'static str) {
+        self.call("netif_carrier_on", caller);
         if !self.carrier {
             self.carrier = true;
             self.carrier_changes += 1;
             self.operstate = Operstate::Up;
+            self.call("linkwatch_fire_event", "netif_carrier_on");
+            self.linkwatch_pending = true;
         }
     }
 
-    fn carrier_off(&mut self) {
+    fn carrier_off(&mut self, caller: &'static str) {
+        self.call("netif_carrier_off", caller);
         if self.carrier {
             self.carrier = false;
             self.carrier_changes += 1;
             self.operstate = Operstate::Down;
+            self.call("linkwatch_fire_event", "netif_carrier_off");
+            self.linkwatch_pending = true;
         }
+    }
+
+    /// The link-watch work, when an event is pending.
+    fn run_linkwatch(&mut self) {
+        if !std::mem::take(&mut self.linkwatch_pending) {
+            return;
+        }
+        self.call("linkwatch_event", "process_one_work");
+        self.call("__linkwatch_run_queue", "linkwatch_event");
+        self.call("linkwatch_do_dev", "__linkwatch_run_queue");
+        self.call("rfc2863_policy", "linkwatch_do_dev");
+        if self.admin_up {
+            self.call("dev_activate", "linkwatch_do_dev");
+        }
+    }
+
+    /// The link-state calls made since the last time this was asked, as
+    /// (function, caller).
+    pub fn take_calls(&mut self) -> Vec<(&'static str, &'static str)> {
+        std::mem::take(&mut self.calls)
     }
 
     /// `ip link set eth0 up`.
     pub fn link_up(&mut self) {
+        if !self.admin_up {
+            self.call("virtnet_open", "__dev_open");
+            self.call("dev_activate", "__dev_open");
+        }
         self.admin_up = true;
     }
 
@@ -123,11 +189,13 @@ impl GuestModel {
             );
         }
         self.device_link_up = up;
+        self.call("virtnet_config_changed_work", "process_one_work");
         if up {
-            self.carrier_on();
+            self.carrier_on("virtnet_config_changed_work");
         } else {
-            self.carrier_off();
+            self.carrier_off("virtnet_config_changed_work");
         }
+        self.run_linkwatch();
         Ok(())
     }
 
@@ -250,6 +318,36 @@ mod tests {
         p.reload_driver();
         p.link_up();
         assert_eq!(view(&p).state, Some(Operstate::Unknown));
+    }
+
+    #[test]
+    fn calls_follow_the_kernel() {
+        let mut normal = model("prefix", "");
+        let mut abnormal = model("prefix", "-status");
+        let calls = |m: &mut GuestModel| -> Vec<String> {
+            m.take_calls()
+                .iter()
+                .map(|(f, c)| format!("{f} <- {c}"))
+                .collect()
+        };
+        let n = calls(&mut normal);
+        assert_eq!(n[2], "netif_carrier_off <- virtnet_probe");
+        assert!(n.contains(&"rfc2863_policy <- linkwatch_do_dev".to_string()));
+        let a = calls(&mut abnormal);
+        assert_eq!(
+            a,
+            [
+                "virtnet_probe <- virtio_dev_probe",
+                "linkwatch_init_dev <- register_netdevice",
+                "netif_carrier_on <- virtnet_probe"
+            ]
+        );
+        abnormal.link_up();
+        assert_eq!(
+            calls(&mut abnormal),
+            ["virtnet_open <- __dev_open", "dev_activate <- __dev_open"]
+        );
+        assert!(calls(&mut abnormal).is_empty());
     }
 
     #[test]

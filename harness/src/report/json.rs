@@ -1,5 +1,6 @@
 //! The JSON report: everything the table shows plus the parsed link views,
-//! the raw output and the engine's error, for tools.
+//! the raw output, the engine's error and each kernel call trace in full,
+//! for tools (`harness compare --from` reads the traces back).
 
 use serde::Serialize;
 
@@ -8,6 +9,7 @@ use crate::check::ShowCheck;
 use crate::engine::ShowObservation;
 use crate::outcome::{RunReport, ScenarioResult, Summary, Verdict};
 use crate::scenario::{Device, Guest, Location, Step};
+use crate::trace::KernelTrace;
 
 #[derive(Serialize)]
 struct Report<'a> {
@@ -36,6 +38,24 @@ struct Case<'a> {
     error: Option<ErrorJson>,
     serial_tail: &'a [String],
     work_dir: Option<String>,
+    /// The kernel functions the scenario asked to trace.
+    trace_request: Option<&'a [String]>,
+    /// The trace, with its calls per function.
+    trace: Option<TraceJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct TraceJson<'a> {
+    #[serde(flatten)]
+    trace: &'a KernelTrace,
+    counts: Vec<CountJson>,
+}
+
+#[derive(Serialize)]
+struct CountJson {
+    function: String,
+    calls: usize,
+    traced: bool,
 }
 
 #[derive(Serialize)]
@@ -107,6 +127,23 @@ pub fn json(report: &RunReport, skip_is_failure: bool) -> String {
                 error: error_json(r),
                 serial_tail: &r.serial_tail,
                 work_dir: r.work_dir.as_ref().map(|d| d.display().to_string()),
+                trace_request: r.scenario.trace.as_ref().map(|t| t.functions.as_slice()),
+                trace: r
+                    .observation
+                    .as_ref()
+                    .and_then(|o| o.trace.as_ref())
+                    .map(|t| TraceJson {
+                        trace: t,
+                        counts: t
+                            .counts()
+                            .into_iter()
+                            .map(|(function, calls)| CountJson {
+                                traced: t.traced(&function) || calls > 0,
+                                function,
+                                calls,
+                            })
+                            .collect(),
+                    }),
             })
             .collect(),
     };

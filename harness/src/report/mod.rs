@@ -4,10 +4,12 @@
 mod json;
 mod junit;
 mod table;
+mod traces;
 
 pub use json::json;
 pub use junit::junit;
 pub use table::table;
+pub use traces::traces;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

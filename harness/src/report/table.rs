@@ -1,5 +1,6 @@
 //! The readable report: the engine, a table of scenario, expected, observed,
-//! verdict and time, then the details of everything that did not pass.
+//! verdict and time, a summary of each kernel call trace, then the details
+//! of everything that did not pass.
 
 use std::fmt::Write as _;
 
@@ -76,6 +77,7 @@ pub fn table(report: &RunReport) -> String {
             "(! marks an observed value that differs from the expectation)"
         );
     }
+    trace_summaries(&mut out, report);
     for r in report.results.iter().filter(|r| r.verdict != Verdict::Pass) {
         let _ = writeln!(
             out,
@@ -133,4 +135,38 @@ pub fn table(report: &RunReport) -> String {
         s.skipped
     );
     out
+}
+
+/// One entry per scenario that asked for a kernel call trace: its summary,
+/// or why there is none.
+fn trace_summaries(out: &mut String, report: &RunReport) {
+    let asked: Vec<_> = report
+        .results
+        .iter()
+        .filter(|r| r.scenario.trace.is_some() && r.verdict != Verdict::Skipped)
+        .collect();
+    if asked.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nkernel call traces (calls per requested function; - not traced):"
+    );
+    for r in asked {
+        let _ = writeln!(out, "  {}", r.scenario.name);
+        match r.observation.as_ref().and_then(|o| o.trace.as_ref()) {
+            Some(t) => {
+                for line in crate::trace::summary_lines(t) {
+                    let _ = writeln!(out, "    {line}");
+                }
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "    no trace: the run brought none back ({})",
+                    r.reason.as_deref().unwrap_or("the engine records none")
+                );
+            }
+        }
+    }
 }

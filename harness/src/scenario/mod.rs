@@ -39,6 +39,14 @@
 //! mtu = 1500
 //! ```
 //!
+//! A scenario can ask for a kernel call trace, recorded while it runs and
+//! stored with its results:
+//!
+//! ```toml
+//! trace = true                                     # the default link-state set
+//! trace = ["netif_carrier_on", "rfc2863_policy"]   # these functions (at most 32)
+//! ```
+//!
 //! In a single-scenario file the same keys stand at the top level and the
 //! expectations are `[[expect]]` tables.
 
@@ -57,6 +65,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::link::Operstate;
+use crate::trace::TraceRequest;
 
 /// Where something was written: file, line and column (1-based).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -92,9 +101,17 @@ pub struct Scenario {
     pub steps: Vec<Step>,
     /// What the guest must show, at most one per show step.
     pub expectations: Vec<Expectation>,
+    /// The kernel functions to record while it runs, if any.
+    pub trace: Option<TraceRequest>,
 }
 
 impl Scenario {
+    /// The steps as words (`boot`, `link-up`, `show up`, ...), to name the
+    /// step of a traced call.
+    pub fn step_words(&self) -> Vec<String> {
+        self.steps.iter().map(ToString::to_string).collect()
+    }
+
     /// The show steps as (index into `steps`, label), in order.
     pub fn shows(&self) -> Vec<(usize, String)> {
         let mut n = 0;

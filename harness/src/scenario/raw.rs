@@ -14,6 +14,7 @@ use super::{
     Step, Transport,
 };
 use crate::link::Operstate;
+use crate::trace::TraceRequest;
 
 /// A problem in a file: where (byte range) and why.
 pub(super) type Problem = (Range<usize>, String);
@@ -63,6 +64,8 @@ pub(super) struct RawScenario {
     steps: Spanned<Vec<Spanned<toml::Value>>>,
     #[serde(default)]
     expect: ExpectList,
+    #[serde(default)]
+    trace: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,6 +202,10 @@ impl RawScenario {
             expectations.push(e);
         }
         expectations.sort_by_key(|e| e.show);
+        let trace = match &self.trace {
+            Some(t) => convert_trace(t)?,
+            None => None,
+        };
         Ok(Scenario {
             name: self.name.into_inner(),
             description: self.description,
@@ -207,7 +214,30 @@ impl RawScenario {
             device,
             steps,
             expectations,
+            trace,
         })
+    }
+}
+
+/// `trace = true | false | ["function", ...]`.
+fn convert_trace(raw: &Spanned<toml::Value>) -> Result<Option<TraceRequest>, Problem> {
+    match raw.get_ref() {
+        toml::Value::Boolean(true) => Ok(Some(TraceRequest::link_state())),
+        toml::Value::Boolean(false) => Ok(None),
+        toml::Value::Array(items) => {
+            let names: Vec<String> = items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<_>>()
+                .ok_or_else(|| at(raw, "trace lists function names, as strings"))?;
+            TraceRequest::new(names)
+                .map(Some)
+                .map_err(|e| at(raw, format!("trace: {e}")))
+        }
+        _ => Err(at(
+            raw,
+            "trace is true (the default link-state set), false, or a list of kernel function names",
+        )),
     }
 }
 

@@ -137,3 +137,128 @@ pub fn run_matrix(engine: Arc<dyn Engine>) -> Result<(), Failed> {
     }
     Ok(())
 }
+
+/// Runs the four operstate cells of `kernel` (`6.1` or `test`: stock and
+/// pre-fix, with and without STATUS) on `engine` with the default
+/// link-state trace, and checks what the traces say: only the pre-fix
+/// driver without STATUS lacks `netif_carrier_off <- virtnet_probe` and
+/// never runs the link-watch chain, and the comparison of the pre-fix pair
+/// says so. Returns the comparison's text.
+pub fn run_traced_matrix(engine: Arc<dyn Engine>, kernel: &str) -> Result<String, Failed> {
+    use harness::trace::compare::{compare, Side};
+    use harness::trace::{self, TraceRequest};
+
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/operstate.toml");
+    let cells: Vec<Scenario> = load_file(&path)?
+        .into_iter()
+        .filter(|s| s.name.starts_with(&format!("operstate/{kernel}-")))
+        .map(|mut s| {
+            s.trace = Some(TraceRequest::link_state());
+            s
+        })
+        .collect();
+    ensure(cells.len() == 4, || {
+        format!("four {kernel} cells, not {}", cells.len())
+    })?;
+    let work = tempfile::tempdir()?;
+    let options = RunOptions {
+        jobs: 2,
+        timeout: Duration::from_secs(300),
+        grace: Duration::from_secs(10),
+        work_dir: work.path().to_path_buf(),
+    };
+    let report = runner::run(engine, cells, &options, &|r| {
+        eprintln!(
+            "{} {} in {:.1} s",
+            r.verdict.as_str(),
+            r.scenario.name,
+            r.elapsed.as_secs_f64()
+        )
+    });
+    let table = harness::report::table(&report);
+    eprintln!("{table}{}", harness::report::traces(&report));
+    const CAUSE: &str = "netif_carrier_off <- virtnet_probe";
+    for r in &report.results {
+        ensure(r.verdict == Verdict::Pass, || {
+            format!("{} is {}:\n{table}", r.scenario.name, r.verdict.as_str())
+        })?;
+        let t = trace::of_result(r)?;
+        ensure(t.complete && t.problems.is_empty() && t.lost == 0, || {
+            format!(
+                "{}: the trace is not whole: {:?}",
+                r.scenario.name, t.problems
+            )
+        })?;
+        let untraceable: Vec<&str> = t.untraceable().map(|f| f.name.as_str()).collect();
+        ensure(untraceable == ["default_operstate"], || {
+            format!("{}: untraceable {untraceable:?}", r.scenario.name)
+        })?;
+        let bug = r.scenario.name.ends_with("prefix/no-status");
+        let has_cause = t
+            .events
+            .iter()
+            .any(|e| e.call() == CAUSE && e.step == Some(0));
+        let chain = t.events.iter().any(|e| e.function == "rfc2863_policy");
+        ensure(has_cause != bug && chain != bug, || {
+            format!(
+                "{}: `{CAUSE}` at boot {has_cause}, link watch ran {chain}; the bug cell is {bug}",
+                r.scenario.name
+            )
+        })?;
+    }
+    let find = |suffix: &str| {
+        report
+            .results
+            .iter()
+            .find(|r| r.scenario.name == format!("operstate/{kernel}-prefix/{suffix}"))
+            .ok_or_else(|| format!("no prefix/{suffix} cell"))
+    };
+    let (normal, abnormal) = (find("status")?, find("no-status")?);
+    let (sa, sb) = (normal.scenario.step_words(), abnormal.scenario.step_words());
+    let side = |name, r: &'_ harness::outcome::ScenarioResult, steps| -> Result<_, String> {
+        Ok((
+            name,
+            r.scenario.name.clone(),
+            trace::of_result(r)?.clone(),
+            steps,
+        ))
+    };
+    let (a, b) = (
+        side("the normal run", normal, &sa)?,
+        side("the abnormal run", abnormal, &sb)?,
+    );
+    let c = compare(
+        &Side {
+            name: a.0,
+            scenario: &a.1,
+            engine: &report.engine,
+            steps: a.3,
+            trace: &a.2,
+        },
+        &Side {
+            name: b.0,
+            scenario: &b.1,
+            engine: &report.engine,
+            steps: b.3,
+            trace: &b.2,
+        },
+    );
+    let text = trace::render(&c);
+    let d = c
+        .first_divergence
+        .as_ref()
+        .ok_or("the pre-fix traces do not differ")?;
+    ensure(
+        d.only_a.first().map(|x| x.call.as_str()) == Some(CAUSE)
+            && d.only_b.first().map(|x| x.call.as_str())
+                == Some("netif_carrier_on <- virtnet_probe"),
+        || format!("the first divergence is not the missing carrier off:\n{text}"),
+    )?;
+    ensure(
+        text.contains(&format!("calls `{CAUSE}`"))
+            && text.contains("it is missing in the abnormal run")
+            && text.contains("the link watch chain never ran in the abnormal run"),
+        || format!("the comparison does not say it:\n{text}"),
+    )?;
+    Ok(text)
+}
