@@ -5,30 +5,9 @@
 //! codes. The existing `boot` subcommand is checked for its usage only (it
 //! needs a kernel and KVM).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod cli_support;
 
-fn harness() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_harness"));
-    c.env_remove("VNETLAB_ENGINE")
-        .env_remove("VNETLAB_FAKE_FAULTS")
-        .env("RUST_LOG", "error")
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
-
-fn scenarios_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
-}
-
-fn out(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use cli_support::{harness, out, scenarios_dir};
 
 /// The end-to-end run of every shipped scenario on the fake engine.
 #[test]

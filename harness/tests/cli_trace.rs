@@ -3,30 +3,9 @@
 //! and the JSON report, `compare` of two scenarios run now or read back
 //! from a report, its exit codes and its usage errors.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod cli_support;
 
-fn harness() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_harness"));
-    c.env_remove("VNETLAB_ENGINE")
-        .env_remove("VNETLAB_FAKE_FAULTS")
-        .env("RUST_LOG", "error")
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
-
-fn scenarios_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
-}
-
-fn out(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use cli_support::{harness, out, scenarios_dir};
 
 const NORMAL: &str = "operstate/6.1-prefix/status";
 const ABNORMAL: &str = "operstate/6.1-prefix/no-status";
