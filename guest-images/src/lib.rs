@@ -18,10 +18,12 @@ pub mod agent;
 pub mod apt;
 pub mod bzimage;
 pub mod cache;
+pub mod cli;
 pub mod cpio;
 pub mod driver;
 pub mod exec;
 pub mod initramfs;
+pub mod kbuild;
 pub mod kernel;
 pub mod kernel_only;
 pub mod kmod;
@@ -59,7 +61,7 @@ pub enum Error {
     #[error(transparent)]
     Kmod(#[from] kmod::KmodError),
     /// `vmlinux` could not be extracted.
-    #[error("Extracting vmlinux from {image} failed.")]
+    #[error("cannot extract vmlinux from {image}")]
     BzImage {
         /// The bzImage.
         image: String,
@@ -68,7 +70,7 @@ pub enum Error {
         source: bzimage::BzImageError,
     },
     /// A file operation outside the cache failed.
-    #[error("File operation on {path} failed.")]
+    #[error("cannot access {path}")]
     Io {
         /// Where.
         path: PathBuf,

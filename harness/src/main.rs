@@ -1,5 +1,5 @@
 //! The `harness` command: `run`, `list`, `diff` and `compare` scenarios,
-//! `reproduce` the bug, `boot` a stock kernel.
+//! `reproduce` the bug, build the guest `images`, `boot` a stock kernel.
 
 mod cli;
 mod compare_cmd;
@@ -55,6 +55,10 @@ enum Command {
     /// scenarios, unreadable reports; 3 a side has no trace (it failed, was
     /// skipped, or asked for none).
     Compare(compare_cmd::CompareArgs),
+    /// Build and inspect the guest images (kernels, initramfs, the pre-fix
+    /// driver, the test kernels): the `guest-images` command, e.g.
+    /// `harness images build`.
+    Images(guest_images::cli::ImagesArgs),
     /// Fetch a stock Debian cloud kernel (into the guest-images cache) and
     /// boot it on the lab's VMM with its serial console on stdout.
     Boot {
@@ -122,13 +126,15 @@ fn boot(
 }
 
 fn main() -> ExitCode {
-    // Guest-image builds report their progress at info level.
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("warn,guest_images=info"),
-    )
-    .format_timestamp(None)
-    .init();
     let cli = Cli::parse();
+    // Guest-image builds report their progress at info level.
+    let log_filter = match &cli.command {
+        Command::Images(args) => args.log_filter(),
+        _ => "warn,guest_images=info",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(log_filter))
+        .format_timestamp(None)
+        .init();
     // `run` and `list` keep exit code 1 for "a scenario failed": their own
     // errors (bad files, no engine, bad usage) exit with 2.
     let (result, error_code) = match cli.command {
@@ -137,6 +143,7 @@ fn main() -> ExitCode {
         Command::Reproduce(args) => (reproduce_cmd::reproduce(args), cli::EXIT_USAGE),
         Command::Diff(args) => (cli::diff(args), cli::EXIT_USAGE),
         Command::Compare(args) => (compare_cmd::run(args), cli::EXIT_USAGE),
+        Command::Images(args) => (guest_images::cli::run(args).map(|()| 0), 1),
         Command::Boot {
             series,
             append,

@@ -2,7 +2,8 @@
 //! engine that runs on any machine (the fake; the real engines have their
 //! own tests, `qemu_engine.rs` and `vmm_guest_engine.rs`), exit codes,
 //! `--filter`, `--shard`, report files, `list`, and `diff`'s usage and exit
-//! codes. The existing `boot` subcommand is checked for its usage only (it
+//! codes, `images` (the guest-images command) on an empty cache. The
+//! existing `boot` subcommand is checked for its usage only (it
 //! needs a kernel and KVM).
 
 mod cli_support;
@@ -269,6 +270,36 @@ fn boot_is_still_there() {
     let o = harness().args(["boot", "--help"]).output().unwrap();
     assert_eq!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stdout).contains("--series"));
+}
+
+/// `harness images` is the `guest-images` command: the same subcommands,
+/// and the same clear error on a cache nothing was built into.
+#[test]
+fn images_is_the_guest_images_command() {
+    let o = harness().args(["images", "--help"]).output().unwrap();
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    for sub in ["build", "kernel-only", "verify", "manifest", "path"] {
+        assert!(text.contains(&format!("  {sub} ")), "{sub}: {text}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["images", "verify"][..],
+        &["images", "path", "6.1/stock/vmlinux"],
+    ] {
+        let o = harness()
+            .args(args)
+            .arg("--cache-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let text = out(&o);
+        assert_eq!(o.status.code(), Some(1), "{text}");
+        assert!(
+            text.contains("nothing was built into this cache yet (run `guest-images build`"),
+            "{text}"
+        );
+    }
 }
 
 #[test]
