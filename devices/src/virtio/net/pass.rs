@@ -127,7 +127,17 @@ pub fn drain(
             }
             Step::Idle => break,
             Step::RingEmpty { seen } => {
-                enable_notification(q, mem, qidx)?;
+                // Ask to be notified past what the step saw, not past
+                // where it left the ring: a receive step that gave chains
+                // back (a frame waiting for more buffers) rewound
+                // `next_avail`, and with EVENT_IDX an `avail_event` behind
+                // the chains already seen means the driver's next
+                // additions never notify.
+                let resume = q.next_avail();
+                q.set_next_avail(seen);
+                let enabled = enable_notification(q, mem, qidx);
+                q.set_next_avail(resume);
+                enabled?;
                 if avail_idx(q, mem, qidx)? == seen {
                     break;
                 }

@@ -260,6 +260,33 @@ fn rx_with_mrg_rxbuf_and_buffers_added_later() {
     assert_eq!(rig.irq.take(), vec![VirtioInterruptType::Queue(0)]);
 }
 
+/// A frame waiting for more buffers than are posted (MRG_RXBUF) must leave
+/// `avail_event` past the chains the device saw, or, with EVENT_IDX, the
+/// driver's next buffer never notifies and receive stalls.
+#[test]
+fn waiting_for_more_buffers_asks_for_a_notification_past_those_seen() {
+    let m = guest_mem();
+    let mut rig = Rig::new(&m, "backend=memory");
+    rig.start(default_mask()).unwrap();
+    let avail_event = GuestAddress(used_addr(&rig.rx).0 + 4 + 8 * 16);
+    let f = frame(3000, 6);
+    rig.peer.inject(&f);
+    rig.offer(0, &[(0x10_0000, 1536, W)]);
+    rig.dev.process_queue(0).unwrap();
+    assert!(rig.used(0).is_empty(), "one buffer is not enough");
+    assert_eq!(
+        m.read_obj::<u16>(avail_event).unwrap(),
+        1,
+        "notify me when the available index passes 1"
+    );
+    // The driver adds one more buffer and, as Linux does, notifies only
+    // because the device's avail_event asks for it.
+    rig.offer(0, &[(0x10_1000, 1536, W)]);
+    rig.dev.process_queue(0).unwrap();
+    assert_eq!(rig.used(0), vec![(0, 1536), (1, 1476)]);
+    assert_eq!(rig.irq.take(), vec![VirtioInterruptType::Queue(0)]);
+}
+
 #[test]
 fn rx_frame_larger_than_a_ring_of_tiny_buffers_is_a_logged_fault() {
     let m = guest_mem();

@@ -167,8 +167,12 @@ impl VirtioInterrupt for VirtioPciInterrupt {
     fn trigger(&self, kind: VirtioInterruptType) -> std::io::Result<()> {
         let mut msix = self.msix();
         if msix.enabled() {
-            // virtio 1.2 section 4.1.5.3/4: with MSI-X, the mapped vector
-            // and no ISR.
+            // virtio 1.2 section 4.1.4.5.1: the configuration bit is set
+            // before any configuration change notification, MSI-X or not;
+            // section 4.1.5.3/4: then the mapped vector, and no queue bit.
+            if kind == VirtioInterruptType::Config {
+                self.isr.fetch_or(ISR_CONFIG, Ordering::AcqRel);
+            }
             let vector = match kind {
                 VirtioInterruptType::Config => self.config_vector(),
                 VirtioInterruptType::Queue(q) => self.queue_vector(usize::from(q)),
