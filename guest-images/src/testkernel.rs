@@ -12,35 +12,17 @@ use serde_json::json;
 use crate::apt::PackageRef;
 use crate::cache::{sha256_hex, ObjectRef};
 use crate::driver::revert_patch;
-use crate::exec::{self, Tool, MAKE, PATCH, TAR, XZ};
-use crate::kernel::{fetch_deb, Series};
+use crate::exec::{self, PATCH};
+use crate::kbuild::{self, io};
+use crate::kernel::Series;
 use crate::step::{BuildContext, StepOutput};
-use crate::{apt, DriverVariant, Error, Result};
+use crate::{DriverVariant, Error, Result};
 
-const TEST_KERNEL_RECIPE: u32 = 1;
+/// Bumped when the build recipe changes, so cached kernels are rebuilt
+/// (2: the shared kbuild steps, with a fixed build identity).
+const TEST_KERNEL_RECIPE: u32 = 2;
 /// The config fragment kept in the repository.
 pub const CONFIG_FRAGMENT: &str = include_str!("../kconfig/test-kernel-6.1.config");
-
-const GCC: Tool = Tool {
-    program: "gcc",
-    package: "gcc",
-};
-const FLEX: Tool = Tool {
-    program: "flex",
-    package: "flex",
-};
-const BISON: Tool = Tool {
-    program: "bison",
-    package: "bison",
-};
-const BC: Tool = Tool {
-    program: "bc",
-    package: "bc",
-};
-const PERL: Tool = Tool {
-    program: "perl",
-    package: "perl",
-};
 
 /// One build of the test kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,21 +43,13 @@ pub struct TestKernel {
     pub objects: Vec<(String, ObjectRef)>,
 }
 
-/// Options in the fragment that must survive `olddefconfig` (`CONFIG_X=y`).
-pub fn required_options(fragment: &str) -> Vec<String> {
-    fragment
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("CONFIG_") && l.ends_with("=y"))
-        .map(str::to_string)
-        .collect()
-}
-
 /// Builds (or reuses) the test kernel of `linux-source-6.1` at the pinned
 /// version, in the requested variant.
 pub fn test_kernel(ctx: &BuildContext, variant: DriverVariant) -> Result<TestKernel> {
     let package = Series::V6_1.pin().source_package();
+    let tools = kbuild::check_tools()?;
     let inputs = json!({
+        "compiler": tools.compiler,
         "package": package,
         "fragment": sha256_hex(CONFIG_FRAGMENT.as_bytes()),
         "patch": sha256_hex(revert_patch(Series::V6_1).as_bytes()),
@@ -116,106 +90,27 @@ pub fn test_kernel(ctx: &BuildContext, variant: DriverVariant) -> Result<TestKer
     })
 }
 
-fn make(tree: &Path, args: &[&str], what: &str) -> Result<()> {
-    let jobs = format!(
-        "-j{}",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    );
-    let mut all: Vec<&str> = vec!["-C", tree.to_str().unwrap_or("."), "ARCH=x86_64", &jobs];
-    all.extend_from_slice(args);
-    exec::run(MAKE, all, None, what)?;
-    Ok(())
-}
+/// The fragment's name in the tree's `kernel/configs/`.
+const FRAGMENT_NAME: &str = "vnetlab-test.config";
 
 fn build(ctx: &BuildContext, package: &PackageRef, scratch: &Path) -> Result<StepOutput> {
-    for tool in [MAKE, GCC, FLEX, BISON, BC, PERL, PATCH, TAR, XZ] {
-        exec::find_tool(tool)?;
-    }
-    if !Path::new("/usr/include/gelf.h").exists() && !Path::new("/usr/include/libelf.h").exists() {
-        return Err(Error::Exec(exec::ExecError::MissingTool {
-            program: "libelf headers (gelf.h)",
-            package: "libelf-dev",
-        }));
-    }
-    let deb = fetch_deb(ctx, package)?;
-    let root = scratch.join("root");
-    apt::extract(&deb, &root)?;
-    let usr_src = root.join("usr/src");
-    let tarball = std::fs::read_dir(&usr_src)
-        .map_err(|source| Error::Io {
-            path: usr_src.clone(),
-            source,
-        })?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".tar.xz"))
-        .ok_or_else(|| Error::Input(format!("{package} has no source tarball")))?;
-    let src = scratch.join("src");
-    std::fs::create_dir_all(&src).map_err(|source| Error::Io {
-        path: src.clone(),
-        source,
-    })?;
-    let args: [&std::ffi::OsStr; 5] = [
-        "-xJf".as_ref(),
-        tarball.as_os_str(),
-        "-C".as_ref(),
-        src.as_os_str(),
-        "--no-same-owner".as_ref(),
-    ];
-    exec::run(TAR, args, None, &format!("unpacking {}", tarball.display()))?;
-    let _ = std::fs::remove_dir_all(&root);
-    let tree = std::fs::read_dir(&src)
-        .map_err(|source| Error::Io {
-            path: src.clone(),
-            source,
-        })?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| p.join("Makefile").exists())
-        .ok_or_else(|| Error::Input(format!("{package}'s tarball holds no kernel tree")))?;
-
-    make(&tree, &["tinyconfig"], "make tinyconfig")?;
-    let fragment = scratch.join("fragment.config");
-    std::fs::write(&fragment, CONFIG_FRAGMENT).map_err(|source| Error::Io {
-        path: fragment.clone(),
-        source,
-    })?;
-    let merge = tree.join("scripts/kconfig/merge_config.sh");
-    let mut cmd = std::process::Command::new("sh");
-    cmd.arg(&merge)
-        .args(["-m", ".config"])
-        .arg(&fragment)
-        .current_dir(&tree);
-    exec::run_command(cmd, "merging the test kernel config fragment")?;
-    make(&tree, &["olddefconfig"], "make olddefconfig")?;
+    let tree = scratch.join("linux");
+    kbuild::unpack_source(ctx, package, &tree, scratch)?;
+    kbuild::configure(
+        &tree,
+        None,
+        FRAGMENT_NAME,
+        CONFIG_FRAGMENT,
+        "the test kernel",
+    )?;
     let config_path = tree.join(".config");
-    let config = std::fs::read_to_string(&config_path).map_err(|source| Error::Io {
-        path: config_path.clone(),
-        source,
-    })?;
-    let missing: Vec<String> = required_options(CONFIG_FRAGMENT)
-        .into_iter()
-        .filter(|o| !config.lines().any(|l| l == o))
-        .collect();
-    if !missing.is_empty() {
-        return Err(Error::Input(format!(
-            "the merged test kernel config lacks {}",
-            missing.join(", ")
-        )));
-    }
     let mut out = StepOutput::default().file("config", &config_path, "config-test-6.1");
     let mut results = serde_json::Map::new();
+    let jobs = kbuild::jobs_arg();
     for variant in [DriverVariant::Stock, DriverVariant::Prefix] {
         if variant == DriverVariant::Prefix {
             let patch_file = scratch.join("revert.patch");
-            std::fs::write(&patch_file, revert_patch(Series::V6_1)).map_err(|source| {
-                Error::Io {
-                    path: patch_file.clone(),
-                    source,
-                }
-            })?;
+            std::fs::write(&patch_file, revert_patch(Series::V6_1)).map_err(io(&patch_file))?;
             let args: [&std::ffi::OsStr; 5] = [
                 "-p1".as_ref(),
                 "-d".as_ref(),
@@ -231,27 +126,23 @@ fn build(ctx: &BuildContext, package: &PackageRef, scratch: &Path) -> Result<Ste
             )?;
         }
         let started = std::time::Instant::now();
-        make(
+        kbuild::make(
             &tree,
-            &["vmlinux", "bzImage"],
+            None,
+            &[&jobs, "vmlinux", "bzImage"],
             &format!("make vmlinux bzImage (test kernel, {variant} virtio_net)"),
         )?;
         let v = variant.as_str();
         let dir = scratch.join(v);
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-            path: dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         for (from, name) in [
             ("vmlinux", "vmlinux"),
             ("arch/x86/boot/bzImage", "bzImage"),
             ("System.map", "System.map"),
         ] {
             let dest = dir.join(name);
-            std::fs::copy(tree.join(from), &dest).map_err(|source| Error::Io {
-                path: tree.join(from),
-                source,
-            })?;
+            let built = tree.join(from);
+            std::fs::copy(&built, &dest).map_err(io(&built))?;
             out = out.file(format!("{v}:{name}"), dest, format!("{name}-test-6.1-{v}"));
         }
         results.insert(
@@ -268,15 +159,15 @@ mod tests {
 
     #[test]
     fn fragment_requires_the_virtio_options() {
-        let req = required_options(CONFIG_FRAGMENT);
+        let wanted = kbuild::parse_fragment(CONFIG_FRAGMENT).unwrap();
         for o in [
-            "CONFIG_VIRTIO_NET=y",
-            "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y",
-            "CONFIG_VIRTIO_PCI=y",
-            "CONFIG_SERIAL_8250_CONSOLE=y",
-            "CONFIG_BLK_DEV_INITRD=y",
+            "CONFIG_VIRTIO_NET",
+            "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES",
+            "CONFIG_VIRTIO_PCI",
+            "CONFIG_SERIAL_8250_CONSOLE",
+            "CONFIG_BLK_DEV_INITRD",
         ] {
-            assert!(req.iter().any(|r| r == o), "{o}");
+            assert_eq!(wanted.get(o).map(String::as_str), Some("y"), "{o}");
         }
     }
 }

@@ -30,6 +30,7 @@ use serde_json::json;
 
 use crate::apt::PackageRef;
 use crate::cache::{sha256_hex, ObjectRef};
+use crate::kbuild;
 use crate::kernel::Series;
 use crate::manifest::Manifest;
 use crate::step::BuildContext;
@@ -219,7 +220,7 @@ struct BuildMeta {
 /// bison, bc, libelf headers, tar, xz, patch, dpkg-deb); the error names
 /// the Debian package of a missing tool.
 pub fn check_host() -> Result<()> {
-    tree::check_tools().map(drop)
+    kbuild::check_tools().map(drop)
 }
 
 /// The pinned source package (the version of the pinned 6.1 stock kernel).
@@ -242,7 +243,7 @@ pub fn build_from(
     variant: Variant,
     source: &PackageRef,
 ) -> Result<KernelOnlyArtifacts> {
-    let tools = tree::check_tools()?;
+    let tools = kbuild::check_tools()?;
     let patch_keys: Vec<serde_json::Value> = patches(variant)
         .iter()
         .map(|(name, text)| json!({ "name": name, "sha256": sha256_hex(text.as_bytes()) }))
@@ -358,7 +359,7 @@ mod tests {
 
     #[test]
     fn fragment_and_probe_are_consistent() {
-        let wanted = tree::parse_fragment(CONFIG_FRAGMENT).unwrap();
+        let wanted = kbuild::parse_fragment(CONFIG_FRAGMENT).unwrap();
         assert_eq!(
             wanted.get("CONFIG_VIRTIO_NET").map(String::as_str),
             Some("y")

@@ -5,90 +5,20 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{patches, Variant, CONFIG_FRAGMENT, FRAGMENT_TREE_PATH, PROBE_FILES};
-use crate::apt::{self, PackageRef};
+use crate::apt::PackageRef;
 use crate::cache;
-use crate::exec::{self, Tool, DPKG_DEB, MAKE, PATCH, TAR, XZ};
-use crate::kernel::fetch_deb;
+use crate::exec::{self, PATCH};
+use crate::kbuild::{self, io};
 use crate::step::{BuildContext, StepOutput};
 use crate::{bzimage, Error, Result};
 
 /// Bumped when the tree layout or extraction changes: old trees are redone.
 const TREE_RECIPE: u32 = 1;
-
-const GCC: Tool = Tool {
-    program: "gcc",
-    package: "gcc",
-};
-const FLEX: Tool = Tool {
-    program: "flex",
-    package: "flex",
-};
-const BISON: Tool = Tool {
-    program: "bison",
-    package: "bison",
-};
-const BC: Tool = Tool {
-    program: "bc",
-    package: "bc",
-};
-/// objtool (always built for x86-64 6.1) needs libelf's headers.
-const LIBELF_HEADER: &str = "/usr/include/gelf.h";
-
-/// Fixed build identity, so that the same inputs give the same kernel.
-const BUILD_ENV: [(&str, &str); 4] = [
-    ("KBUILD_BUILD_USER", "vnetlab"),
-    ("KBUILD_BUILD_HOST", "guest-images"),
-    ("KBUILD_BUILD_TIMESTAMP", "Thu Jan  1 00:00:00 UTC 1970"),
-    ("KBUILD_BUILD_VERSION", "1"),
-];
-
-/// Host facts that go into the build key.
-#[derive(Debug, Clone)]
-pub(super) struct Tools {
-    /// `gcc --version`, first line.
-    pub compiler: String,
-}
-
-/// Checks every host tool the build needs and names the package of a missing one.
-pub(super) fn check_tools() -> Result<Tools> {
-    if std::env::consts::ARCH != "x86_64" {
-        return Err(Error::Input(format!(
-            "the kernel-only test kernel is built for x86-64 on an x86-64 host; this host is {}",
-            std::env::consts::ARCH
-        )));
-    }
-    for tool in [MAKE, GCC, FLEX, BISON, BC, TAR, XZ, PATCH, DPKG_DEB] {
-        exec::find_tool(tool)?;
-    }
-    if !Path::new(LIBELF_HEADER).exists() {
-        return Err(exec::ExecError::MissingTool {
-            program: "libelf headers (gelf.h, for objtool)",
-            package: "libelf-dev",
-        }
-        .into());
-    }
-    let out = exec::run(GCC, ["--version"], None, "gcc --version")?;
-    let compiler = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    Ok(Tools { compiler })
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
 /// What the tree holds beyond the pristine source.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -222,46 +152,6 @@ pub(super) fn patched_files(patch: &str) -> Result<Vec<String>> {
     Ok(files)
 }
 
-/// `CONFIG_X=v` and `# CONFIG_X is not set` (value `n`) lines of a fragment
-/// or `.config`.
-pub(super) fn parse_fragment(text: &str) -> Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for line in text.lines().map(str::trim) {
-        if let Some(name) = line
-            .strip_prefix("# ")
-            .and_then(|l| l.strip_suffix(" is not set"))
-        {
-            if name.starts_with("CONFIG_") {
-                out.insert(name.to_string(), "n".to_string());
-            }
-            continue;
-        }
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (name, value) = line
-            .split_once('=')
-            .filter(|(n, _)| n.starts_with("CONFIG_"))
-            .ok_or_else(|| Error::Input(format!("`{line}` is not a Kconfig line")))?;
-        out.insert(name.to_string(), value.to_string());
-    }
-    Ok(out)
-}
-
-/// Fragment lines the final configuration did not honour, as
-/// `CONFIG_X=wanted (got v)`.
-pub(super) fn unmet_config(fragment: &str, config: &str) -> Result<Vec<String>> {
-    let wanted = parse_fragment(fragment)?;
-    let have = parse_fragment(config)?;
-    Ok(wanted
-        .iter()
-        .filter_map(|(name, value)| {
-            let got = have.get(name).map(String::as_str).unwrap_or("n");
-            (got != value).then(|| format!("{name}={value} (got {got})"))
-        })
-        .collect())
-}
-
 fn tree_root(ctx: &BuildContext, source: &PackageRef) -> PathBuf {
     let safe: String = source
         .version
@@ -300,28 +190,11 @@ fn open_tree(ctx: &BuildContext, source: &PackageRef, scratch: &Path) -> Result<
         log::info!("removing the outdated kernel tree {}", root.display());
         std::fs::remove_dir_all(&root).map_err(io(&root))?;
     }
-    let deb = fetch_deb(ctx, source)?;
     ctx.progress.note(&format!(
         "extracting {source} into {} (once per source version)",
         root.display()
     ));
-    let unpacked = scratch.join("deb");
-    apt::extract(&deb, &unpacked)?;
-    let tarball = find_tarball(&unpacked.join("usr/src"))?;
-    let staging = root.join("extract");
-    std::fs::create_dir_all(&staging).map_err(io(&staging))?;
-    let args: [&std::ffi::OsStr; 5] = [
-        "-xJf".as_ref(),
-        tarball.as_os_str(),
-        "-C".as_ref(),
-        staging.as_os_str(),
-        "--no-same-owner".as_ref(),
-    ];
-    exec::run(TAR, args, None, &format!("unpacking {}", tarball.display()))?;
-    let top = single_dir(&staging)?;
-    let src = root.join("src");
-    std::fs::rename(&top, &src).map_err(io(&src))?;
-    std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+    kbuild::unpack_source(ctx, source, &root.join("src"), scratch)?;
     let tree = Tree {
         root,
         state: TreeState {
@@ -332,41 +205,6 @@ fn open_tree(ctx: &BuildContext, source: &PackageRef, scratch: &Path) -> Result<
     };
     tree.save()?;
     Ok((tree, true))
-}
-
-fn find_tarball(dir: &Path) -> Result<PathBuf> {
-    let entries = std::fs::read_dir(dir).map_err(io(dir))?;
-    for entry in entries {
-        let path = entry.map_err(io(dir))?.path();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if name.starts_with("linux-source-") && name.ends_with(".tar.xz") {
-            return Ok(path);
-        }
-    }
-    Err(Error::Input(format!(
-        "the linux-source package has no {}/linux-source-*.tar.xz",
-        dir.display()
-    )))
-}
-
-fn single_dir(dir: &Path) -> Result<PathBuf> {
-    let mut dirs = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-        let path = entry.map_err(io(dir))?.path();
-        if path.is_dir() {
-            dirs.push(path);
-        }
-    }
-    match dirs.as_slice() {
-        [one] => Ok(one.clone()),
-        _ => Err(Error::Input(format!(
-            "the kernel source tarball did not unpack to one directory in {}",
-            dir.display()
-        ))),
-    }
 }
 
 /// The content every profile file should have for `variant`: the patched
@@ -424,22 +262,6 @@ fn desired_files(
     Ok(desired)
 }
 
-fn make(tree: &Tree, args: &[&str], what: &str) -> Result<std::process::Output> {
-    let program = exec::find_tool(MAKE)?;
-    let mut cmd = Command::new(program);
-    cmd.current_dir(tree.src())
-        .arg(format!("O={}", tree.build_dir().display()))
-        .arg("ARCH=x86_64")
-        .args(args)
-        .envs(BUILD_ENV)
-        .env_remove("MAKEFLAGS")
-        .env_remove("MFLAGS")
-        .env_remove("MAKELEVEL")
-        .env_remove("CARGO_MAKEFLAGS")
-        .stdin(std::process::Stdio::null());
-    Ok(exec::run_command(cmd, what)?)
-}
-
 /// The step body: brings the tree to `variant`, configures, builds
 /// `vmlinux` and hands back vmlinux, System.map and .config.
 pub(super) fn build_kernel(
@@ -467,32 +289,26 @@ pub(super) fn build_kernel(
     );
     std::fs::create_dir_all(tree.build_dir()).map_err(io(&tree.build_dir()))?;
 
-    make(
-        &tree,
-        &["tinyconfig", "vnetlab.config"],
-        "configuring the kernel-only kernel (make tinyconfig vnetlab.config)",
+    let config_name = FRAGMENT_TREE_PATH.trim_start_matches("kernel/configs/");
+    kbuild::configure(
+        &tree.src(),
+        Some(&tree.build_dir()),
+        config_name,
+        CONFIG_FRAGMENT,
+        "the kernel-only kernel",
     )?;
     let config_path = tree.build_dir().join(".config");
-    let config = std::fs::read_to_string(&config_path).map_err(io(&config_path))?;
-    let unmet = unmet_config(CONFIG_FRAGMENT, &config)?;
-    if !unmet.is_empty() {
-        return Err(Error::Input(format!(
-            "the kernel configuration did not take these lines of kernel-only/vnetlab.config: {}",
-            unmet.join(", ")
-        )));
-    }
 
-    let jobs = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let jobs = kbuild::jobs_arg();
     if fresh {
         ctx.progress.note(&format!(
-            "building the kernel-only kernel from scratch with make -j{jobs} (about 5-6 minutes on 2 cores); later builds are incremental"
+            "building the kernel-only kernel from scratch with make {jobs} (about 5-6 minutes on 2 cores); later builds are incremental"
         ));
     }
-    let out = make(
-        &tree,
-        &[&format!("-j{jobs}"), "vmlinux"],
+    let out = kbuild::make(
+        &tree.src(),
+        Some(&tree.build_dir()),
+        &[&jobs, "vmlinux"],
         &format!("building the kernel-only {variant} kernel (make vmlinux)"),
     )?;
     let compiled = String::from_utf8_lossy(&out.stdout)
@@ -540,20 +356,6 @@ mod tests {
         assert_eq!(patched_files(p).unwrap(), ["x/y.c"]);
         assert!(patched_files("no diff here").is_err());
         assert!(patched_files("+++ b/../etc/passwd\n").is_err());
-    }
-
-    #[test]
-    fn unmet_fragment_lines_are_named() {
-        let fragment = "# c\nCONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=3\n";
-        let config = "CONFIG_A=y\nCONFIG_B=y\n# CONFIG_C is not set\n";
-        assert_eq!(
-            unmet_config(fragment, config).unwrap(),
-            ["CONFIG_B=n (got y)", "CONFIG_C=3 (got n)"]
-        );
-        assert!(unmet_config(fragment, "CONFIG_A=y\nCONFIG_C=3\n")
-            .unwrap()
-            .is_empty());
-        assert!(parse_fragment("garbage line").is_err());
     }
 
     #[test]
