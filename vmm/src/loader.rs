@@ -150,6 +150,11 @@ fn elf_extent(file: &mut File, path: &Path) -> Result<u64, Error> {
             continue;
         }
         let (paddr, memsz) = (word(24), word(40));
+        if paddr < HIMEM_START {
+            return Err(bad(
+                "a segment loads below 1 MiB, where the boot structures go",
+            ));
+        }
         let seg_end = paddr
             .checked_add(memsz)
             .ok_or_else(|| bad("a segment wraps around the address space"))?;
@@ -197,7 +202,9 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, E
             Ok(LoadedKernel {
                 format,
                 entry: r.kernel_load.0,
-                end: r.kernel_end,
+                // linux-loader leaves segments without file bytes (a pure
+                // .bss) out of `kernel_end`; the initramfs must not go there.
+                end: end.max(r.kernel_end),
                 setup_header: None,
             })
         }
@@ -458,6 +465,28 @@ mod tests {
             load_initrd(&m, &empty, &kernel),
             Err(Error::InitrdEmpty(_))
         ));
+    }
+
+    #[test]
+    fn elf_segments_below_1_mib_are_refused_and_bss_counts() {
+        let m = mem(16);
+        let low = tmp_file("low.elf", &elf(0x8000, &[0xf4], 0x10));
+        let err = load_kernel(&m, &low).unwrap_err();
+        assert!(err.to_string().contains("below 1 MiB"), "{err}");
+        // A second PT_LOAD with no file bytes (a .bss) ends the kernel.
+        let mut two = elf(0x20_0000, &[0xf4], 0x1000);
+        two[56..58].copy_from_slice(&2u16.to_le_bytes());
+        let mut bss = two[64..120].to_vec();
+        bss[16..24].copy_from_slice(&0x30_0000u64.to_le_bytes());
+        bss[24..32].copy_from_slice(&0x30_0000u64.to_le_bytes());
+        bss[32..40].copy_from_slice(&0u64.to_le_bytes());
+        bss[40..48].copy_from_slice(&0x8_0000u64.to_le_bytes());
+        two.splice(120..120, bss);
+        // The code moved 56 bytes on.
+        two[64 + 8..64 + 16].copy_from_slice(&176u64.to_le_bytes());
+        let k = tmp_file("bss.elf", &two);
+        let kernel = load_kernel(&m, &k).unwrap();
+        assert_eq!(kernel.end, 0x38_0000, "the initramfs goes above this");
     }
 
     #[test]

@@ -170,10 +170,7 @@ impl Vmm {
             });
         }
         let plan = netdev::Plan::new(&config.nets)?;
-        let cmdline = std::iter::once(config.cmdline.trim().to_owned())
-            .chain(plan.cmdline())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let cmdline = with_kernel_args(config.cmdline.trim(), &plan.cmdline());
         let ram = memory::ram_ranges(config.memory_mib)?;
         let mem = memory::create_guest_memory(config.memory_mib)?;
         let kernel = loader::load_kernel(&mem, &config.kernel)?;
@@ -422,5 +419,54 @@ impl Vmm {
             profile,
         };
         crate::run::run(parts)
+    }
+}
+
+/// `user` with `extra` kernel parameters added: before a ` -- ` word, since
+/// Linux hands everything after it to init, else at the end.
+fn with_kernel_args(user: &str, extra: &[String]) -> String {
+    if extra.is_empty() {
+        return user.to_owned();
+    }
+    let extra = extra.join(" ");
+    let words: Vec<&str> = user.split(' ').collect();
+    match words.iter().position(|w| *w == "--") {
+        Some(i) => {
+            let (kernel, init) = words.split_at(i);
+            let kernel = kernel.join(" ");
+            let init = init.join(" ");
+            format!("{} {extra} {init}", kernel.trim_end())
+                .trim_start()
+                .to_owned()
+        }
+        None => format!("{user} {extra}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_kernel_args;
+
+    #[test]
+    fn device_arguments_go_before_the_init_arguments() {
+        let extra = ["virtio_mmio.device=4K@0xd0000000:5".to_string()];
+        assert_eq!(
+            with_kernel_args("console=ttyS0", &extra),
+            "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5"
+        );
+        assert_eq!(
+            with_kernel_args("console=ttyS0 -- single", &extra),
+            "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 -- single"
+        );
+        assert_eq!(
+            with_kernel_args("-- single", &extra),
+            "virtio_mmio.device=4K@0xd0000000:5 -- single"
+        );
+        // `--x` is a word of its own, not the separator.
+        assert_eq!(
+            with_kernel_args("a --x", &extra),
+            "a --x virtio_mmio.device=4K@0xd0000000:5"
+        );
+        assert_eq!(with_kernel_args("a -- b", &[]), "a -- b");
     }
 }

@@ -22,7 +22,8 @@ Exit codes:
   4      KVM internal error (e.g. an instruction the host cannot emulate);
          the suberror and instruction bytes are printed
   5      --timeout reached
-  6      the vCPU stopped for another reason
+  6      the VM stopped for another reason: KVM_RUN failed, KVM entry failure,
+         unexpected exit, a device thread failed (the message says which)
   7      stopped on the host's request
   100+N  the guest wrote N (1-155) to the debug-exit port 0x501
 

@@ -8,7 +8,7 @@
 //! | 3    | the guest triple-faulted (KVM_EXIT_SHUTDOWN) |
 //! | 4    | KVM_EXIT_INTERNAL_ERROR: KVM could not run the guest (e.g. an instruction its emulator lacks) |
 //! | 5    | the `--timeout` was reached |
-//! | 6    | the vCPU stopped for another reason (halted for good, KVM entry failure, unexpected exit) |
+//! | 6    | the VM stopped for another reason (halted for good, KVM_RUN failed, KVM entry failure, unexpected exit, the device thread failed) |
 //! | 7    | stopped on the host's request (library callers, the control socket) |
 //! | 100+N | the guest wrote N (1..=155) to the debug-exit port (port 0x501); larger N give 255 |
 

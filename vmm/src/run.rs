@@ -9,7 +9,7 @@ use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -117,16 +117,29 @@ pub(crate) fn run(parts: RunParts) -> Result<Outcome, Error> {
     let waiting = Waiting {
         stop: &stop,
         reports: &reports,
-        deadline: timeout.map(|t| (start + t, t)),
+        // A timeout too far away to be an instant is no deadline.
+        deadline: timeout.and_then(|t| start.checked_add(t).map(|d| (d, t))),
         sampling: profile.map(|(_, every)| every),
     };
     let outcome = waiting.wait(&mut waiter, &threads, start);
     stop_vcpus(&stopping, threads, &exited);
     device_thread.stop();
-    if let Err(e) = serial.lock().unwrap_or_else(|e| e.into_inner()).flush() {
-        log::warn!("cannot flush the serial output: {e}");
+    // Not `lock()`: a vCPU thread left behind may hold the serial port
+    // while blocked writing to an output nobody reads.
+    match serial.try_lock() {
+        Ok(mut s) => flush_serial(&mut s),
+        Err(TryLockError::Poisoned(p)) => flush_serial(&mut p.into_inner()),
+        Err(TryLockError::WouldBlock) => {
+            log::warn!("the serial output is blocked (its reader does not drain it); not flushed")
+        }
     }
     outcome
+}
+
+fn flush_serial(serial: &mut Serial) {
+    if let Err(e) = serial.flush() {
+        log::warn!("cannot flush the serial output: {e}");
+    }
 }
 
 /// The wait for the VM's end.

@@ -3,6 +3,7 @@
 //! until the server is dropped.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -47,6 +48,9 @@ pub struct ControlServer {
     /// Device and inode of the socket file this server created.
     file_id: Option<(u64, u64)>,
     shutdown: Arc<AtomicBool>,
+    /// The listening socket, kept to wake the acceptor with `shutdown(2)`
+    /// (not through the socket file, which someone may have removed).
+    listener: UnixListener,
     acceptor: Option<JoinHandle<()>>,
 }
 
@@ -89,15 +93,19 @@ impl ControlServer {
         let shutdown = Arc::new(AtomicBool::new(false));
         let flag = shutdown.clone();
         let devices: Arc<[Arc<dyn Controllable>]> = devices.into();
+        let accepting = listener
+            .try_clone()
+            .map_err(|e| Error::Bind(path.to_owned(), e))?;
         let acceptor = std::thread::Builder::new()
             .name("control".into())
-            .spawn(move || accept_loop(&listener, &devices, &stopper, &flag))
+            .spawn(move || accept_loop(&accepting, &devices, &stopper, &flag))
             .map_err(Error::Thread)?;
         log::info!("control socket listening on {}", path.display());
         Ok(Self {
             path: path.to_owned(),
             file_id: file_id(path),
             shutdown,
+            listener,
             acceptor: Some(acceptor),
         })
     }
@@ -106,8 +114,18 @@ impl ControlServer {
 impl Drop for ControlServer {
     fn drop(&mut self) {
         self.shutdown.store(true, Ordering::Release);
-        // Wake the acceptor with a connection of our own.
-        let _ = UnixStream::connect(&self.path);
+        // Wake the acceptor: on Linux, shutting a listening socket down
+        // makes a blocked accept() fail at once.
+        // SAFETY: shutdown(2) on a descriptor this struct owns; it changes
+        // no memory and the descriptor stays open until `listener` drops.
+        let r = unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
+        if r != 0 {
+            log::warn!(
+                "control socket: cannot shut the listener down ({}); waking it with a connection",
+                std::io::Error::last_os_error()
+            );
+            let _ = UnixStream::connect(&self.path);
+        }
         if let Some(acceptor) = self.acceptor.take() {
             if acceptor.join().is_err() {
                 log::error!("the control socket thread panicked");
@@ -244,6 +262,9 @@ mod tests {
         assert_eq!(a["ok"], true);
         let a = super::super::request(&path, "status net0").unwrap();
         assert_eq!(a["devices"][0]["link_up"], false);
+        // Two requests in one would run the second unseen.
+        let two = super::super::request(&path, "status\nquit").unwrap_err();
+        assert!(two.to_string().contains("one line"), "{two}");
         let long = "x".repeat(MAX_LINE + 10);
         let a = super::super::request(&path, &long).unwrap();
         assert!(a["error"].as_str().unwrap().contains("longer than"));
@@ -264,6 +285,25 @@ mod tests {
         idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 1];
         assert_eq!(idle.read(&mut buf).unwrap_or(0), 0);
+    }
+
+    /// Stopping must not depend on the socket file: someone may have
+    /// removed it (or bound another socket there) while the VM ran.
+    #[test]
+    fn stops_when_its_socket_file_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctl.sock");
+        let server = ControlServer::start(&path, vec![fake("net0")], stopper()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let (done, stopped) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(server);
+            let _ = done.send(());
+        });
+        assert!(
+            stopped.recv_timeout(Duration::from_secs(30)).is_ok(),
+            "dropping the server hung in accept()"
+        );
     }
 
     #[test]
