@@ -50,6 +50,13 @@ pub(super) const FAULTS_LOGGED: u32 = 32;
 pub(super) const EVENT_BURST: u32 = 32;
 /// Time for one more such entry once the burst is spent.
 pub(super) const EVENT_REFILL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Lifecycle entries of one kind (status transitions, acked features,
+/// resets) written at once before their rate limit: far more than drivers
+/// need to initialise and re-initialise, few enough that a guest looping
+/// on resets cannot fill the host's disk.
+pub(super) const LIFECYCLE_BURST: u32 = 1024;
+/// Time for one more lifecycle entry once that burst is spent.
+pub(super) const LIFECYCLE_REFILL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// What a queue does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +206,8 @@ pub(crate) struct NetState {
     pub(super) faults_logged: u32,
     /// Rate limit of the guest-triggered event-log entries.
     pub(super) event_limiter: RateLimiter,
+    /// The looser rate limit of the lifecycle entries.
+    pub(super) lifecycle_limiter: RateLimiter,
     pub(super) tx: TxScratch,
     pub(super) rx: RxScratch,
     pub(super) ctrl: CtrlScratch,
@@ -284,6 +293,11 @@ impl NetState {
             queue_stats: Vec::new(),
             faults_logged: 0,
             event_limiter: RateLimiter::with_rate(cfg.name(), EVENT_BURST, EVENT_REFILL),
+            lifecycle_limiter: RateLimiter::with_rate(
+                cfg.name(),
+                LIFECYCLE_BURST,
+                LIFECYCLE_REFILL,
+            ),
             tx: TxScratch::default(),
             rx: RxScratch::default(),
             ctrl: CtrlScratch::default(),
@@ -325,7 +339,35 @@ impl NetState {
         event: &'static str,
         fields: serde_json::Value,
     ) {
-        match self.event_limiter.admit(event) {
+        self.record_admitted(false, level, event, fields);
+    }
+
+    /// Records a lifecycle event (a status transition, the acked features,
+    /// a reset) within the lifecycle rate limit, which no driver's normal
+    /// use reaches: only a guest looping on resets sees entries dropped
+    /// (and counted, as in [`event_limited`](Self::event_limited)).
+    pub(crate) fn event_lifecycle(
+        &mut self,
+        level: log::Level,
+        event: &'static str,
+        fields: serde_json::Value,
+    ) {
+        self.record_admitted(true, level, event, fields);
+    }
+
+    fn record_admitted(
+        &mut self,
+        lifecycle: bool,
+        level: log::Level,
+        event: &'static str,
+        fields: serde_json::Value,
+    ) {
+        let limiter = if lifecycle {
+            &self.lifecycle_limiter
+        } else {
+            &self.event_limiter
+        };
+        match limiter.admit(event) {
             None => self.counters.events_suppressed += 1,
             Some(n) => {
                 if n > 0 {
@@ -478,7 +520,7 @@ impl NetState {
         self.acked = acked & self.offered;
         self.filter.vlan_filtering = has(self.acked, VIRTIO_NET_F_CTRL_VLAN);
         self.set_guest_offloads(GuestOffloads::from_features(self.acked));
-        self.event(
+        self.event_lifecycle(
             log::Level::Info,
             "features_acked",
             json!({
@@ -544,7 +586,7 @@ impl NetState {
 
     pub(crate) fn status_changed(&mut self, old: u8, new: u8) {
         self.device_status = new;
-        self.event(
+        self.event_lifecycle(
             log::Level::Info,
             "device_status",
             json!({
@@ -559,7 +601,7 @@ impl NetState {
         if u32::from(new) & VIRTIO_CONFIG_S_FAILED != 0
             && u32::from(old) & VIRTIO_CONFIG_S_FAILED == 0
         {
-            self.event(log::Level::Warn, "driver_failed", json!({}));
+            self.event_lifecycle(log::Level::Warn, "driver_failed", json!({}));
         }
     }
 
@@ -686,7 +728,7 @@ impl NetState {
             .iter()
             .filter(|s| !s.role.is_empty())
             .collect();
-        self.event(
+        self.event_lifecycle(
             log::Level::Info,
             "reset",
             json!({ "was_active": self.active.is_some(), "queues": stats, "counters": self.counters }),

@@ -975,6 +975,19 @@ fn guest_triggered_event_log_entries_are_rate_limited() {
         .filter(|e| e["set"] == serde_json::json!(["DRIVER_OK"]))
         .count();
     assert_eq!(driver_ok, 51);
+    // ... within a limit that only a guest looping on resets reaches.
+    let before = rig.log.named("device_status").len();
+    let suppressed = rig.dev.status().counters.events_suppressed;
+    rig.dev.shared().lock().lifecycle_limiter =
+        crate::ratelimit::RateLimiter::with_rate("net", 8, std::time::Duration::from_secs(60));
+    for _ in 0..20 {
+        rig.dev.reset();
+        rig.next_desc = [0; 3];
+        rig.start(default_mask()).unwrap();
+    }
+    assert_eq!(rig.log.named("device_status").len(), before + 8);
+    assert!(rig.dev.status().counters.events_suppressed > suppressed);
+    assert_eq!(rig.dev.status().device_status & 0x4, 0x4, "still works");
 }
 
 #[test]
