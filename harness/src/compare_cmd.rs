@@ -105,8 +105,15 @@ fn by_running(args: &CompareArgs) -> anyhow::Result<Result<[Owned; 2], String>> 
     };
     let all = load_paths(&paths).map_err(|e| anyhow::anyhow!("invalid scenarios:\n{e}"))?;
     let forced: Option<TraceRequest> = args.trace.as_deref().map(cli::trace_request).transpose()?;
+    // A scenario against itself runs twice (two VMs), so that the result
+    // says whether its trace is repeatable.
+    let b_run = if args.a == args.b {
+        format!("{}#2", args.b)
+    } else {
+        args.b.clone()
+    };
     let mut chosen = Vec::new();
-    for name in [&args.a, &args.b] {
+    for (name, run_as) in [(&args.a, &args.a), (&args.b, &b_run)] {
         let mut s = all
             .iter()
             .find(|s| &s.name == name)
@@ -116,10 +123,8 @@ fn by_running(args: &CompareArgs) -> anyhow::Result<Result<[Owned; 2], String>> 
             .clone()
             .or(s.trace.take())
             .or_else(|| Some(TraceRequest::link_state()));
+        s.name = run_as.clone();
         chosen.push(s);
-    }
-    if args.a == args.b {
-        chosen.pop();
     }
     let engine = Registry::builtin()
         .create(args.engine.as_deref())
@@ -134,8 +139,8 @@ fn by_running(args: &CompareArgs) -> anyhow::Result<Result<[Owned; 2], String>> 
     };
     let report = cli::run_all(engine, chosen, &options, "");
     let mut sides = Vec::new();
-    for name in [&args.a, &args.b] {
-        let Some(r) = report.results.iter().find(|r| &r.scenario.name == name) else {
+    for (name, run_as) in [(&args.a, &args.a), (&args.b, &b_run)] {
+        let Some(r) = report.results.iter().find(|r| &r.scenario.name == run_as) else {
             return Ok(Err(format!("{name} did not run")));
         };
         match trace::of_result(r) {
@@ -178,10 +183,14 @@ fn lined_up(a: &Owned, b: &Owned) -> TraceComparison {
 }
 
 pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
+    cli::check_outputs(&[&args.json])?;
     let sides = if args.from.is_empty() {
         by_running(&args)?
     } else {
-        if args.engine.is_some() || args.trace.is_some() || !args.scenarios.is_empty() {
+        // `--engine` also comes from VNETLAB_ENGINE, which is no mistake here.
+        let engine_given = args.engine.is_some()
+            && args.engine.as_deref() != std::env::var(ENGINE_ENV).ok().as_deref();
+        if engine_given || args.trace.is_some() || !args.scenarios.is_empty() {
             bail!("--from reads finished runs: --engine, --trace and --scenarios do not apply");
         }
         from_reports(&args)?
@@ -198,6 +207,10 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
     if let Some(p) = &args.json {
         let text = serde_json::to_string_pretty(&comparison).context("cannot write JSON")?;
         cli::write(p, &text)?;
+    }
+    if comparison.compared == 0 {
+        eprintln!("harness: nothing to compare: no function was traced on both sides");
+        return Ok(i32::from(EXIT_NO_TRACE));
     }
     Ok(i32::from(if comparison.same {
         EXIT_SAME

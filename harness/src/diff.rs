@@ -145,6 +145,15 @@ pub fn compare(a: &RunReport, b: &RunReport) -> DiffReport {
             });
             continue;
         }
+        if ra.observation.is_none() && rb.observation.is_none() {
+            // Both failed before observing anything: nothing guest-visible
+            // to compare, and no sign that the engines agree.
+            report.not_compared.push(NotCompared {
+                scenario: name.clone(),
+                reason: format!("first: {}; second: {}", outcome(ra), outcome(rb)),
+            });
+            continue;
+        }
         report.compared += 1;
         let mut out = Vec::new();
         compare_results(ra, rb, &mut out);
@@ -183,7 +192,6 @@ type Found = (Option<String>, &'static str, Option<String>, Option<String>);
 fn compare_results(ra: &ScenarioResult, rb: &ScenarioResult, out: &mut Vec<Found>) {
     let (oa, ob) = match (&ra.observation, &rb.observation) {
         (Some(oa), Some(ob)) => (oa, ob),
-        (None, None) if ra.error_kind == rb.error_kind => return,
         _ => {
             let say = |r: &ScenarioResult| match &r.observation {
                 Some(_) => format!("observed ({})", r.verdict.as_str()),

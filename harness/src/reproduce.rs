@@ -106,7 +106,7 @@ pub fn trace_pair(scenarios: &[Scenario]) -> Option<(String, String)> {
             s.name.starts_with("operstate/")
                 && s.guest.kernel == kernel
                 && s.guest.driver == Driver::Prefix
-                && s.device.features.contains("-status") == without_status
+                && s.device.offers_status() != without_status
         })
     };
     [Kernel::Debian61, Kernel::Test, Kernel::Debian612]
@@ -190,8 +190,8 @@ pub fn trace_evidence(report: &RunReport, pair: &(String, String)) -> TraceEvide
     }
 }
 
-/// What the bug is, why it happens and how it was fixed.
-pub const EXPLANATION: &str = "\
+/// What the bug is and why it happens.
+const CAUSE: &str = "\
 Why: before Linux commit bda7fab54828 (\"virtio-net: Fix operstate for virtio when no
 VIRTIO_NET_F_STATUS\", v4.17), virtnet_probe() called netif_carrier_off() only when the
 device offered VIRTIO_NET_F_STATUS. Without STATUS it called netif_carrier_on() on a
@@ -200,11 +200,28 @@ dev->operstate stayed IF_OPER_UNKNOWN and `ip link` shows `state UNKNOWN` with
 carrier_changes 0 (the interface works; only its state is wrong). Reloading the driver
 runs the same probe path, so `rmmod virtio_net; modprobe virtio_net` does not help, and a
 device that offers STATUS (QEMU's default; the original cloud case had status=off) hides
-the bug. The traces above show it call by call: without STATUS, virtnet_probe() calls
+the bug.";
+
+/// What the traces show, said only when they do.
+const TRACES_SHOW: &str = "\
+The traces above show it call by call: without STATUS, virtnet_probe() calls
 netif_carrier_on() with no netif_carrier_off() before it, and linkwatch_fire_event(),
-the link-watch work and rfc2863_policy() (which holds default_operstate()) never run.
+the link-watch work and rfc2863_policy() (which holds default_operstate()) never run.";
+
+/// How it was fixed.
+const FIX: &str = "\
 Fix: the driver calls netif_carrier_off() in both cases, so the netif_carrier_on() that
 follows is a real transition (carrier_changes 2) and link watch sets the operstate to UP.";
+
+/// What the bug is, why it happens and how it was fixed; the sentence on
+/// the traces only when `traces_confirm` (the comparison showed it).
+pub fn explanation(traces_confirm: bool) -> String {
+    if traces_confirm {
+        format!("{CAUSE}\n{TRACES_SHOW}\n{FIX}")
+    } else {
+        format!("{CAUSE}\n{FIX}")
+    }
+}
 
 /// One line per scenario: what the cell shows and whether it matched.
 pub fn verdict_lines(report: &RunReport) -> Vec<String> {
@@ -221,7 +238,7 @@ fn verdict_line(r: &ScenarioResult) -> String {
         },
         s.guest.kernel.as_str(),
         s.device.transport.as_str(),
-        if s.device.features.contains("-status") {
+        if !s.device.offers_status() {
             "device without STATUS"
         } else {
             "device with STATUS"
@@ -287,6 +304,36 @@ mod tests {
     use super::*;
     use crate::engine::fake::FakeEngine;
     use crate::engine::EngineInfo;
+
+    #[test]
+    fn status_is_read_from_the_feature_set_not_the_spelling() {
+        use crate::scenario::{Device, Transport};
+        let device = |features: &str| Device {
+            transport: Transport::Pci,
+            features: features.into(),
+            mac: None,
+            mtu: None,
+            backend: None,
+        };
+        assert!(device("").offers_status());
+        assert!(device("+status").offers_status());
+        assert!(!device("-status").offers_status());
+        assert!(!device("-status,+mrg_rxbuf").offers_status());
+        // A bit mask with only VERSION_1 (bit 32): no STATUS, no `-status`.
+        assert!(!device("0x100000000").offers_status());
+    }
+
+    #[test]
+    fn the_traces_are_cited_only_when_they_confirm() {
+        let with = explanation(true);
+        let without = explanation(false);
+        assert!(with.contains("The traces above show it call by call"));
+        assert!(!without.contains("traces"), "{without}");
+        for text in [&with, &without] {
+            assert!(text.starts_with("Why: before Linux commit bda7fab54828"));
+            assert!(text.contains("Fix: the driver calls netif_carrier_off() in both cases"));
+        }
+    }
 
     #[test]
     fn each_host_gets_an_engine_and_a_reason() {

@@ -24,6 +24,7 @@ pub struct ReproduceArgs {
 }
 
 pub fn reproduce(args: ReproduceArgs) -> anyhow::Result<i32> {
+    crate::cli::check_outputs(&[&args.junit, &args.json])?;
     let kvm = KvmKind::detect();
     let registry = Registry::builtin();
     let (engine, why) = reproduce::choose_engine(&registry, &kvm, args.engine.as_deref())
@@ -84,7 +85,8 @@ pub fn reproduce(args: ReproduceArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    println!("\n{}", reproduce::EXPLANATION);
+    let confirmed = matches!(&evidence, Some((_, reproduce::TraceEvidence::Confirms(_))));
+    println!("\n{}", reproduce::explanation(confirmed));
     if let Some(p) = &args.junit {
         std::fs::write(p, report::junit(&report))
             .with_context(|| format!("cannot write {}", p.display()))?;

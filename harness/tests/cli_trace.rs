@@ -5,6 +5,8 @@
 
 mod cli_support;
 
+use std::path::Path;
+
 use cli_support::{harness, out, scenarios_dir};
 
 const NORMAL: &str = "operstate/6.1-prefix/status";
@@ -70,10 +72,12 @@ fn run_with_a_trace_reports_it_in_the_table_and_the_json() {
         (Some(0), Some(true))
     );
 
-    // The same, compared from the report, with no run.
+    // The same, compared from the report, with no run (VNETLAB_ENGINE,
+    // set in many CI jobs, is no `--engine` given by mistake).
     let o = harness()
         .args(["compare", NORMAL, ABNORMAL, "--from"])
         .arg(&json)
+        .env("VNETLAB_ENGINE", "fake")
         .output()
         .unwrap();
     let text = out(&o);
@@ -137,7 +141,8 @@ fn compare_runs_both_scenarios_and_points_at_the_divergence() {
         "netif_carrier_off <- virtnet_probe"
     );
 
-    // A scenario against itself agrees; a narrower trace names its functions.
+    // A scenario against itself (run twice) agrees; a narrower trace names
+    // its functions.
     let o = harness()
         .args([
             "compare",
@@ -153,6 +158,49 @@ fn compare_runs_both_scenarios_and_points_at_the_divergence() {
     assert_eq!(o.status.code(), Some(0), "{text}");
     assert!(
         text.contains("the traces agree: the same 2 calls"),
+        "{text}"
+    );
+}
+
+/// Only functions traced on both sides are compared: a wider trace on one
+/// side is no divergence, and no function in common is nothing to compare.
+#[test]
+fn compare_only_what_both_sides_traced() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |trace: &str, file: &str| {
+        let path = dir.path().join(file);
+        let o = harness()
+            .args(["run", "--engine", "fake", "--filter", NORMAL])
+            .arg(trace)
+            .arg("--json")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+        path
+    };
+    let narrow = run("--trace=netif_carrier_on", "narrow.json");
+    let wide = run("--trace", "wide.json");
+    let other = run("--trace=linkwatch_fire_event", "other.json");
+    let compare = |a: &Path, b: &Path| {
+        harness()
+            .args(["compare", NORMAL, NORMAL, "--from"])
+            .arg(a)
+            .arg("--from")
+            .arg(b)
+            .output()
+            .unwrap()
+    };
+    let o = compare(&narrow, &wide);
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains("the traces agree"), "{text}");
+    assert!(text.contains("not compared: "), "{text}");
+    let o = compare(&narrow, &other);
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("no function was traced on both sides"),
         "{text}"
     );
 }

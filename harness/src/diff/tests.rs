@@ -160,7 +160,8 @@ fn failures_and_skips_are_reported() {
     );
     assert_eq!(d.differences[0].a, "observed (PASS)");
 
-    // The same failure on both sides is no difference; nothing compared is 3.
+    // The same failure on both sides is no difference, and no agreement
+    // either: nothing was compared (exit 3).
     let fail = || {
         FakeEngine::new().with(
             "*",
@@ -170,6 +171,14 @@ fn failures_and_skips_are_reported() {
     let one = scenarios("features.toml");
     let d = compare(&run_on(fail(), one.clone()), &run_on(fail(), one.clone()));
     assert!(d.differences.is_empty());
+    assert_eq!((d.compared, d.exit_code()), (0, EXIT_NOTHING_COMPARED));
+    assert!(
+        d.not_compared[0]
+            .reason
+            .starts_with("first: error (infrastructure)"),
+        "{:?}",
+        d.not_compared
+    );
     let skip = || FakeEngine::new().with("*", Behaviour::Unsupported("no".into()));
     let d = compare(&run_on(skip(), one.clone()), &run_on(skip(), one));
     assert_eq!((d.compared, d.exit_code()), (0, EXIT_NOTHING_COMPARED));

@@ -220,6 +220,25 @@ pub struct Device {
     pub backend: Option<String>,
 }
 
+impl Device {
+    /// Whether the device offers the feature `bit` (the default set with
+    /// this scenario's `features` applied; the loader checked the spec).
+    pub fn offers(&self, bit: u32) -> bool {
+        use devices::virtio::net::features::{default_mask, parse_spec};
+        let offered = if self.features.is_empty() {
+            default_mask()
+        } else {
+            parse_spec(&self.features, default_mask()).unwrap_or_else(|_| default_mask())
+        };
+        offered & (1u64 << bit) != 0
+    }
+
+    /// Whether the device offers VIRTIO_NET_F_STATUS.
+    pub fn offers_status(&self) -> bool {
+        self.offers(virtio_bindings::virtio_net::VIRTIO_NET_F_STATUS)
+    }
+}
+
 /// The device's link state, as set from the device side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

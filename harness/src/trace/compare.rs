@@ -152,8 +152,11 @@ pub struct TraceComparison {
     pub a: SideInfo,
     /// The second trace.
     pub b: SideInfo,
-    /// Whether the calls are the same, in the same order.
+    /// Whether the calls are the same, in the same order (never when no
+    /// function was traced on both sides).
     pub same: bool,
+    /// How many functions were traced on both sides and compared.
+    pub compared: usize,
     /// The side-by-side table.
     pub rows: Vec<Row>,
     /// Where they first part.
@@ -252,19 +255,34 @@ fn side_info(side: &Side<'_>) -> SideInfo {
     }
 }
 
-fn count_by<F: Fn(&TraceEvent) -> String>(t: &KernelTrace, key: F) -> BTreeMap<String, usize> {
+fn count_by<'e, F: Fn(&TraceEvent) -> String>(
+    events: impl Iterator<Item = &'e TraceEvent>,
+    key: F,
+) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
-    for e in &t.events {
+    for e in events {
         *out.entry(key(e)).or_default() += 1;
     }
     out
 }
 
-/// Lines up the traces of `a` and `b`.
+/// Lines up the traces of `a` and `b`: only the calls of functions traced
+/// on both sides take part (a function one side did not trace says nothing
+/// about the other; such functions are listed as not compared).
 pub fn compare(a: &Side<'_>, b: &Side<'_>) -> TraceComparison {
     let (ta, tb) = (a.trace, b.trace);
-    let calls_a: Vec<String> = ta.events.iter().map(TraceEvent::call).collect();
-    let calls_b: Vec<String> = tb.events.iter().map(TraceEvent::call).collect();
+    let fa = count_by(ta.events.iter(), |e| e.function.clone());
+    let fb = count_by(tb.events.iter(), |e| e.function.clone());
+    // A function seen in events was traced even when the request did not
+    // name it (a trace from elsewhere); one named but untraceable was not.
+    let traced = |t: &KernelTrace, counts: &BTreeMap<String, usize>, f: &str| {
+        t.traced(f) || counts.contains_key(f)
+    };
+    let both = |f: &str| traced(ta, &fa, f) && traced(tb, &fb, f);
+    let ea: Vec<&TraceEvent> = ta.events.iter().filter(|e| both(&e.function)).collect();
+    let eb: Vec<&TraceEvent> = tb.events.iter().filter(|e| both(&e.function)).collect();
+    let calls_a: Vec<String> = ea.iter().map(|e| e.call()).collect();
+    let calls_b: Vec<String> = eb.iter().map(|e| e.call()).collect();
     let (pairs, truncated) = align(&calls_a, &calls_b);
 
     let mut rows = Vec::new();
@@ -275,8 +293,8 @@ pub fn compare(a: &Side<'_>, b: &Side<'_>) -> TraceComparison {
         .iter()
         .chain(std::iter::once(&(calls_a.len(), calls_b.len())))
     {
-        let only_a: Vec<CallRef> = ta.events[i..pi].iter().map(|e| call_ref(a, e)).collect();
-        let only_b: Vec<CallRef> = tb.events[j..pj].iter().map(|e| call_ref(b, e)).collect();
+        let only_a: Vec<CallRef> = ea[i..pi].iter().map(|e| call_ref(a, e)).collect();
+        let only_b: Vec<CallRef> = eb[j..pj].iter().map(|e| call_ref(b, e)).collect();
         if first_divergence.is_none() && (!only_a.is_empty() || !only_b.is_empty()) {
             first_divergence = Some(Divergence {
                 common_before: common,
@@ -294,8 +312,8 @@ pub fn compare(a: &Side<'_>, b: &Side<'_>) -> TraceComparison {
         }));
         if pi < calls_a.len() && pj < calls_b.len() {
             rows.push(Row {
-                a: Some(call_ref(a, &ta.events[pi])),
-                b: Some(call_ref(b, &tb.events[pj])),
+                a: Some(call_ref(a, ea[pi])),
+                b: Some(call_ref(b, eb[pj])),
             });
             common += 1;
         }
@@ -304,8 +322,8 @@ pub fn compare(a: &Side<'_>, b: &Side<'_>) -> TraceComparison {
     }
 
     let (ca, cb) = (
-        count_by(ta, TraceEvent::call),
-        count_by(tb, TraceEvent::call),
+        count_by(ea.iter().copied(), TraceEvent::call),
+        count_by(eb.iter().copied(), TraceEvent::call),
     );
     let mut calls = Vec::new();
     for call in calls_a.iter().chain(&calls_b) {
@@ -322,19 +340,13 @@ pub fn compare(a: &Side<'_>, b: &Side<'_>) -> TraceComparison {
         }
     }
 
-    let fa = count_by(ta, |e| e.function.clone());
-    let fb = count_by(tb, |e| e.function.clone());
     let mut functions: Vec<String> = ta.requested.clone();
     for f in tb.requested.iter().chain(fa.keys()).chain(fb.keys()) {
         if !functions.contains(f) {
             functions.push(f.clone());
         }
     }
-    // A function seen in events was traced even when the request did not
-    // name it (a trace from elsewhere); one named but untraceable was not.
-    let traced = |t: &KernelTrace, counts: &BTreeMap<String, usize>, f: &str| {
-        t.traced(f) || counts.contains_key(f)
-    };
+    let mut compared = 0;
     let mut never_ran = Vec::new();
     let mut not_compared = Vec::new();
     for f in &functions {
@@ -354,6 +366,7 @@ pub fn compare(a: &Side<'_>, b: &Side<'_>) -> TraceComparison {
             });
             continue;
         }
+        compared += 1;
         let (x, y) = (
             fa.get(f).copied().unwrap_or(0),
             fb.get(f).copied().unwrap_or(0),
@@ -398,7 +411,8 @@ pub fn compare(a: &Side<'_>, b: &Side<'_>) -> TraceComparison {
     TraceComparison {
         a: side_info(a),
         b: side_info(b),
-        same: first_divergence.is_none() && !truncated,
+        same: compared > 0 && first_divergence.is_none() && !truncated,
+        compared,
         rows,
         first_divergence,
         calls,

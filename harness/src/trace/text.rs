@@ -187,11 +187,17 @@ pub fn render(c: &TraceComparison) -> String {
     }
     let _ = writeln!(out);
     match &c.first_divergence {
+        None if c.compared == 0 => {
+            let _ = writeln!(
+                out,
+                "nothing to compare: no function was traced on both sides"
+            );
+        }
         None if c.same => {
             let _ = writeln!(
                 out,
                 "the traces agree: the same {} calls in the same order",
-                a.events
+                c.rows.len()
             );
         }
         None => {}
@@ -253,11 +259,15 @@ pub fn render(c: &TraceComparison) -> String {
         } else {
             (&a.name, &b.name)
         };
+        let policy = if ch.functions.iter().any(|f| f == "rfc2863_policy") {
+            " (rfc2863_policy, which holds default_operstate, never ran)"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
             "the {} chain never ran in {never}: {} made {} in {other} and none in {never}, \
-             so no carrier change reached link watch there and nothing set the operstate \
-             (rfc2863_policy, which holds default_operstate, never ran)",
+             so no carrier change reached link watch there and nothing set the operstate{policy}",
             ch.chain,
             ch.functions.join(" -> "),
             plural(ch.calls_elsewhere, "call")
