@@ -193,6 +193,20 @@ pub fn list(args: ListArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// Checks, before anything runs, that each report file can be written
+/// (it is created, empty), so that a typo in a path does not cost a run.
+pub fn check_outputs(paths: &[&Option<PathBuf>]) -> anyhow::Result<()> {
+    for path in paths.iter().filter_map(|p| p.as_ref()) {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("cannot write the report file {}", path.display()))?;
+    }
+    Ok(())
+}
+
 pub fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
@@ -245,6 +259,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             s.trace = Some(request.clone());
         }
     }
+    check_outputs(&[&args.junit, &args.json])?;
     let engine = Registry::builtin()
         .create(args.engine.as_deref())
         .map_err(anyhow::Error::msg)?;
@@ -262,12 +277,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let report = run_all(engine, scenarios, &options, "");
     print!("{}", report::table(&report));
     print!("{}", report::traces(&report));
-    if let Some(p) = &args.junit {
-        write(p, &report::junit(&report))?;
-    }
-    if let Some(p) = &args.json {
-        write(p, &report::json(&report, args.fail_on_skip))?;
-    }
     let code = report.exit_code(args.fail_on_skip);
     if let Some(t) = temp {
         if report.summary().passed == report.results.len() {
@@ -275,6 +284,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         } else {
             eprintln!("harness: scenario files kept in {}", t.keep().display());
         }
+    }
+    if let Some(p) = &args.junit {
+        write(p, &report::junit(&report))?;
+    }
+    if let Some(p) = &args.json {
+        write(p, &report::json(&report, args.fail_on_skip))?;
     }
     Ok(i32::from(code))
 }
@@ -288,6 +303,7 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<i32> {
         );
     };
     let (scenarios, _) = load(&args.selection)?;
+    check_outputs(&[&args.json])?;
     let registry = Registry::builtin();
     let engine_a = registry.create(Some(a)).map_err(anyhow::Error::msg)?;
     let engine_b = registry.create(Some(b)).map_err(anyhow::Error::msg)?;

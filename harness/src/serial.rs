@@ -19,6 +19,8 @@ pub struct SerialTail {
 struct Tail {
     lines: VecDeque<String>,
     partial: String,
+    /// The start of a UTF-8 character whose other bytes have not come yet.
+    pending: Vec<u8>,
     capacity: usize,
 }
 
@@ -35,6 +37,7 @@ impl SerialTail {
             inner: Arc::new(Mutex::new(Tail {
                 lines: VecDeque::new(),
                 partial: String::new(),
+                pending: Vec::new(),
                 capacity: capacity.max(1),
             })),
         }
@@ -52,9 +55,14 @@ impl SerialTail {
 
     /// Appends raw console output; splits it into lines at `\n` and drops
     /// `\r`. An unfinished last line is kept apart until its end arrives.
+    /// A character split between two calls is put back together.
     pub fn push_bytes(&self, bytes: &[u8]) {
-        let text = String::from_utf8_lossy(bytes);
         self.with(|t| {
+            let mut buf = std::mem::take(&mut t.pending);
+            buf.extend_from_slice(bytes);
+            let keep = incomplete_tail(&buf);
+            t.pending = buf.split_off(buf.len() - keep);
+            let text = String::from_utf8_lossy(&buf);
             for c in text.chars() {
                 match c {
                     '\n' => {
@@ -116,9 +124,43 @@ pub fn kernel_panic(lines: &[String]) -> Option<String> {
     })
 }
 
+/// How many bytes at the end of `b` start a UTF-8 character that is not
+/// complete yet (0 to 3).
+fn incomplete_tail(b: &[u8]) -> usize {
+    for back in 1..=b.len().min(3) {
+        let byte = b[b.len() - back];
+        if byte & 0xc0 == 0x80 {
+            continue; // a continuation byte: look further back
+        }
+        let need = match byte {
+            0xc0..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf7 => 4,
+            _ => 1,
+        };
+        return if need > back { back } else { 0 };
+    }
+    0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_character_split_between_reads_is_whole() {
+        let t = SerialTail::new(4);
+        let text = "état: ✓ 🦀\n".as_bytes();
+        for b in text {
+            t.push_bytes(std::slice::from_ref(b));
+        }
+        // Invalid bytes are still replaced, and do not hold text back.
+        t.push_bytes(b"a\xffb\n");
+        assert_eq!(t.lines(), ["état: ✓ 🦀", "a\u{fffd}b"]);
+        assert_eq!(incomplete_tail(b"ok"), 0);
+        assert_eq!(incomplete_tail("✓".as_bytes()), 0);
+        assert_eq!(incomplete_tail(&"✓".as_bytes()[..2]), 2);
+    }
 
     #[test]
     fn keeps_the_last_lines_across_chunks() {

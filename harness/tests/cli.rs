@@ -155,6 +155,26 @@ fn usage_errors_exit_2() {
     assert_eq!(o.status.code(), Some(2));
     assert!(out(&o).contains("no scenario matches --filter nothing-like-this (there are 20)"));
 
+    // A report path that cannot be written is found before anything runs.
+    let o = harness()
+        .args([
+            "run",
+            "--engine",
+            "fake",
+            "--filter",
+            "operstate/6.1-stock/*",
+        ])
+        .args(["--junit", "/nonexistent-dir/report.xml"])
+        .output()
+        .unwrap();
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("cannot write the report file /nonexistent-dir/report.xml"),
+        "{text}"
+    );
+    assert!(!text.contains("PASS"), "nothing ran: {text}");
+
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(

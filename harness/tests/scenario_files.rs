@@ -265,6 +265,11 @@ fn unknown_values_are_errors() {
         "mtu 70000 is outside 68..=65535",
     );
     refused(
+        &valid_with("mtu = 1400\n", "mtu = 0\n"),
+        17,
+        "expected mtu 0 is outside 68..=65535",
+    );
+    refused(
         &valid_with("tap:vt0", "vhost"),
         6,
         "backend `vhost` is not none, memory, loopback, tap or tap:NAME",
@@ -477,6 +482,10 @@ fn several_files_report_every_error_and_duplicates_across_files() {
         ["flap/x", "minimal", "other", "zz"],
         "sorted by name"
     );
+    // A file named again, or with its directory, is read once.
+    let a = dir.path().join("a.toml");
+    let again = load_paths(&[a.clone(), dir.path().to_path_buf(), a]).unwrap();
+    assert_eq!(again.len(), 4);
 
     let missing = load_paths(&[dir.path().join("nope.toml")]).unwrap_err();
     assert!(missing.to_string().starts_with(&format!(

@@ -193,6 +193,10 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Scenario>, LoadErrors> {
             files.push(p.clone());
         }
     }
+    // A file named twice (`a.toml a.toml`, or a file and its directory)
+    // is read once: its scenarios are not duplicates of themselves.
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
     let mut all: Vec<Scenario> = Vec::new();
     for f in &files {
         match load_file(f) {

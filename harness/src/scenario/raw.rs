@@ -431,7 +431,18 @@ fn convert_expect(
     }
     let mtu = match &raw.mtu {
         Some(m) => {
-            Some(u32::try_from(*m.get_ref()).map_err(|_| at(m, "mtu must be a positive number"))?)
+            // What virtio_net can show: 68 (ETH_MIN_MTU) to 65535 (its MAX_MTU).
+            Some(
+                u32::try_from(*m.get_ref())
+                    .ok()
+                    .filter(|v| (68..=65535).contains(v))
+                    .ok_or_else(|| {
+                        at(
+                            m,
+                            format!("expected mtu {} is outside 68..=65535", m.get_ref()),
+                        )
+                    })?,
+            )
         }
         None => None,
     };
