@@ -125,13 +125,24 @@ pub(crate) fn run(parts: RunParts) -> Result<Outcome, Error> {
     stop_vcpus(&stopping, threads, &exited);
     device_thread.stop();
     // Not `lock()`: a vCPU thread left behind may hold the serial port
-    // while blocked writing to an output nobody reads.
-    match serial.try_lock() {
-        Ok(mut s) => flush_serial(&mut s),
-        Err(TryLockError::Poisoned(p)) => flush_serial(&mut p.into_inner()),
-        Err(TryLockError::WouldBlock) => {
-            log::warn!("the serial output is blocked (its reader does not drain it); not flushed")
+    // while blocked writing to an output nobody reads. Each guest write is
+    // flushed already; this last flush waits a little for a holder that is
+    // only busy (the console input thread), then gives up.
+    let mut flushed = false;
+    for _ in 0..50 {
+        match serial.try_lock() {
+            Ok(mut s) => flush_serial(&mut s),
+            Err(TryLockError::Poisoned(p)) => flush_serial(&mut p.into_inner()),
+            Err(TryLockError::WouldBlock) => {
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            }
         }
+        flushed = true;
+        break;
+    }
+    if !flushed {
+        log::warn!("the serial output is blocked (its reader does not drain it); not flushed");
     }
     outcome
 }
